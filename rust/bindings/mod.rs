@@ -1,0 +1,14 @@
+//! PyO3 binding layer: type conversion, interpreter release and error mapping only.
+
+mod errors;
+mod hashing;
+
+pub use errors::enter;
+
+use pyo3::prelude::*;
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    errors::register(m)?;
+    hashing::register(m)?;
+    Ok(())
+}
