@@ -17,6 +17,21 @@ pub enum CoreError {
     /// Stored content does not match its recorded digest.
     #[error("{0}")]
     Integrity(String),
+    /// The operation conflicts with what is stored (a name taken, an immutable field changed).
+    #[error("{0}")]
+    Conflict(String),
+    /// The service cannot take the request now (stopping, overloaded); retrying may succeed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A queue reached its maximum size; the message contains "Exceeds maximum queue size".
+    #[error("{0}")]
+    QueueFull(String),
+    /// A request waited longer than its timeout; the message contains "Request timeout expired".
+    #[error("{0}")]
+    Timeout(String),
+    /// The model failed while computing a result; the message is the model's own.
+    #[error("{0}")]
+    Inference(String),
     /// An operating-system error on a named path.
     #[error("{path}: {source}")]
     Io {

@@ -205,3 +205,12 @@ def test_malformed_manifest(tmp_path):
         hashing.verify_tree(root, [{"path": "model.onnx", "size": 7}])
     with pytest.raises(InvalidArgumentError, match="not valid JSON"):
         hashing.manifest_from_json("{")
+
+
+def test_error_hierarchy_is_rooted_in_servekit_error():
+    from servekit import errors
+
+    for name in errors.__all__:
+        assert issubclass(getattr(errors, name), errors.ServekitError)
+    assert issubclass(errors.QueueFullError, errors.UnavailableError)
+    assert issubclass(errors.RequestTimeoutError, errors.UnavailableError)

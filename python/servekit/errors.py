@@ -6,17 +6,27 @@ module, never from ``servekit._core``.
 """
 
 from servekit._core import (
+    ConflictError,
+    InferenceError,
     IntegrityError,
     InvalidArgumentError,
     NotFoundError,
+    QueueFullError,
+    RequestTimeoutError,
     ServekitError,
     StorageError,
+    UnavailableError,
 )
 
 __all__ = [
+    "ConflictError",
+    "InferenceError",
     "IntegrityError",
     "InvalidArgumentError",
     "NotFoundError",
+    "QueueFullError",
+    "RequestTimeoutError",
     "ServekitError",
     "StorageError",
+    "UnavailableError",
 ]

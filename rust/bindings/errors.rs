@@ -36,6 +36,36 @@ create_exception!(
     ServekitError,
     "An operating-system error reading or writing a named path."
 );
+create_exception!(
+    servekit,
+    ConflictError,
+    ServekitError,
+    "The operation conflicts with what is stored."
+);
+create_exception!(
+    servekit,
+    UnavailableError,
+    ServekitError,
+    "The service cannot take the request now (HTTP 503)."
+);
+create_exception!(
+    servekit,
+    QueueFullError,
+    UnavailableError,
+    "A queue is full: \"Exceeds maximum queue size\"."
+);
+create_exception!(
+    servekit,
+    RequestTimeoutError,
+    UnavailableError,
+    "A request expired: \"Request timeout expired\"."
+);
+create_exception!(
+    servekit,
+    InferenceError,
+    ServekitError,
+    "The model failed while computing a result."
+);
 
 impl From<CoreError> for PyErr {
     fn from(err: CoreError) -> PyErr {
@@ -44,6 +74,11 @@ impl From<CoreError> for PyErr {
             CoreError::InvalidArgument(_) => InvalidArgumentError::new_err(msg),
             CoreError::NotFound(_) => NotFoundError::new_err(msg),
             CoreError::Integrity(_) => IntegrityError::new_err(msg),
+            CoreError::Conflict(_) => ConflictError::new_err(msg),
+            CoreError::Unavailable(_) => UnavailableError::new_err(msg),
+            CoreError::QueueFull(_) => QueueFullError::new_err(msg),
+            CoreError::Timeout(_) => RequestTimeoutError::new_err(msg),
+            CoreError::Inference(_) => InferenceError::new_err(msg),
             CoreError::Io { .. } => StorageError::new_err(msg),
         }
     }
@@ -70,5 +105,10 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("NotFoundError", py.get_type::<NotFoundError>())?;
     m.add("IntegrityError", py.get_type::<IntegrityError>())?;
     m.add("StorageError", py.get_type::<StorageError>())?;
+    m.add("ConflictError", py.get_type::<ConflictError>())?;
+    m.add("UnavailableError", py.get_type::<UnavailableError>())?;
+    m.add("QueueFullError", py.get_type::<QueueFullError>())?;
+    m.add("RequestTimeoutError", py.get_type::<RequestTimeoutError>())?;
+    m.add("InferenceError", py.get_type::<InferenceError>())?;
     Ok(())
 }
