@@ -1,0 +1,143 @@
+"""Model signatures: the names, datatypes and shapes of a model's inputs and outputs.
+
+Datatypes use the KServe v2 / Triton names (``FP32``, ``INT64``, ``BYTES``...); shapes use -1 for
+a dynamic dimension. The JSON form, shared by the registry, packaging and serving, is::
+
+    {"inputs":  [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}],
+     "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}]}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from servekit.errors import InvalidArgumentError
+
+#: KServe v2 datatype name -> numpy dtype. BYTES maps to numpy object arrays of bytes.
+DATATYPE_TO_DTYPE: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "BYTES": np.dtype(np.object_),
+}
+_DTYPE_TO_DATATYPE = {dt: name for name, dt in DATATYPE_TO_DTYPE.items()}
+
+
+def datatype_of(dtype: np.dtype[Any] | type) -> str:
+    """Return the KServe datatype name of a numpy dtype (bytes and str arrays are BYTES).
+
+    Raises InvalidArgumentError for a dtype with no KServe equivalent.
+    """
+    dt = np.dtype(dtype)
+    if dt.kind in "SUO":
+        return "BYTES"
+    try:
+        return _DTYPE_TO_DATATYPE[dt]
+    except KeyError:
+        raise InvalidArgumentError(f"numpy dtype {dt} has no KServe v2 datatype") from None
+
+
+def dtype_of(datatype: str) -> np.dtype[Any]:
+    """Return the numpy dtype of a KServe datatype name; InvalidArgumentError if unknown."""
+    try:
+        return DATATYPE_TO_DTYPE[datatype]
+    except KeyError:
+        known = ", ".join(DATATYPE_TO_DTYPE)
+        raise InvalidArgumentError(
+            f"unknown datatype {datatype!r}: expected one of {known}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output: its name, KServe datatype and shape (-1 = dynamic)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise InvalidArgumentError("a tensor needs a non-empty name")
+        dtype_of(self.datatype)
+        if any((not isinstance(d, int)) or d < -1 for d in self.shape):
+            raise InvalidArgumentError(
+                f"tensor {self.name!r}: shape {list(self.shape)} must hold integers >= -1"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form ``{"name", "datatype", "shape"}``."""
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TensorSpec:
+        """Parse the JSON form; InvalidArgumentError if a key is missing or malformed."""
+        try:
+            return cls(
+                str(data["name"]), str(data["datatype"]), tuple(int(d) for d in data["shape"])
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidArgumentError(f"malformed tensor spec {dict(data)!r}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Signature:
+    """The inputs and outputs of a model."""
+
+    inputs: tuple[TensorSpec, ...] = field(default_factory=tuple)
+    outputs: tuple[TensorSpec, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form ``{"inputs": [...], "outputs": [...]}``."""
+        return {
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Signature:
+        """Parse the JSON form; InvalidArgumentError if it is malformed."""
+        if not isinstance(data, Mapping):
+            raise InvalidArgumentError("a signature must be a mapping with 'inputs' and 'outputs'")
+        return cls(
+            tuple(TensorSpec.from_dict(t) for t in _seq(data, "inputs")),
+            tuple(TensorSpec.from_dict(t) for t in _seq(data, "outputs")),
+        )
+
+    def input(self, name: str) -> TensorSpec:
+        """The input called ``name``; NotFound-style InvalidArgumentError if there is none."""
+        for t in self.inputs:
+            if t.name == name:
+                return t
+        raise InvalidArgumentError(f"unknown input {name!r}: expected one of {self.input_names}")
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+
+def _seq(data: Mapping[str, Any], key: str) -> Sequence[Mapping[str, Any]]:
+    value = data.get(key, [])
+    if not isinstance(value, Sequence) or isinstance(value, str | bytes):
+        raise InvalidArgumentError(f"signature {key!r} must be a list of tensor specs")
+    return value
+
+
+__all__ = ["DATATYPE_TO_DTYPE", "Signature", "TensorSpec", "datatype_of", "dtype_of"]
