@@ -204,6 +204,9 @@ fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
     })
 }
 
+/// (model name, version, kind, digest, manifest JSON) of one version.
+pub type ArtifactRef = (String, i64, String, String, String);
+
 /// Queries over one connection or transaction; `path` names the database in errors.
 pub struct Db<'a> {
     pub conn: &'a Connection,
@@ -364,7 +367,7 @@ impl Db<'_> {
     }
 
     /// Every (name, version, kind, digest, manifest) in the index, ordered by name and version.
-    pub fn artifacts(&self) -> CoreResult<Vec<(String, i64, String, String, String)>> {
+    pub fn artifacts(&self) -> CoreResult<Vec<ArtifactRef>> {
         self.conn
             .prepare_cached(
                 "SELECT m.name, v.version, v.kind, v.digest, v.manifest \
