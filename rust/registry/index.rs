@@ -207,6 +207,17 @@ fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
 /// (model name, version, kind, digest, manifest JSON) of one version.
 pub type ArtifactRef = (String, i64, String, String, String);
 
+fn row_with_aliases(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
+    let mut row = version_row(r)?;
+    let aliases: Option<String> = r.get(17)?;
+    if let Some(a) = aliases {
+        // Alias names cannot contain ',' (see refs::validate_name).
+        row.aliases = a.split(',').map(str::to_string).collect();
+        row.aliases.sort_unstable();
+    }
+    Ok(row)
+}
+
 /// Queries over one connection or transaction; `path` names the database in errors.
 pub struct Db<'a> {
     pub conn: &'a Connection,
@@ -311,26 +322,62 @@ impl Db<'_> {
 
     /// The full row of a resolved version, with the aliases pointing at it.
     pub fn version(&self, at: &Resolved) -> CoreResult<VersionRow> {
-        let sql = format!(
-            "SELECT {VERSION_COLUMNS} FROM versions v JOIN models m ON m.id = v.model_id \
-             WHERE v.model_id = ?1 AND v.version = ?2"
-        );
-        let mut row = self
-            .conn
-            .prepare_cached(&sql)
-            .and_then(|mut s| s.query_row(params![at.model_id, at.version], version_row))
-            .map_err(|e| self.err(e))?;
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT alias FROM aliases WHERE model_id = ?1 AND version = ?2 ORDER BY alias",
-            )
-            .map_err(|e| self.err(e))?;
-        row.aliases = stmt
-            .query_map(params![at.model_id, at.version], |r| r.get(0))
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
-            .map_err(|e| self.err(e))?;
-        Ok(row)
+        self.get(&Reference {
+            name: at.name.clone(),
+            selector: Selector::Version(at.version),
+        })
+    }
+
+    /// The row a reference points at, in one query (lookups are the hot path of serving);
+    /// `NotFound` naming what is missing.
+    pub fn get(&self, r: &Reference) -> CoreResult<VersionRow> {
+        const ALIASES: &str = "(SELECT group_concat(a.alias, ',') FROM aliases a \
+             WHERE a.model_id = v.model_id AND a.version = v.version)";
+        let found = match &r.selector {
+            Selector::Version(version) => {
+                let sql = format!(
+                    "SELECT {VERSION_COLUMNS}, {ALIASES} FROM models m \
+                     JOIN versions v ON v.model_id = m.id WHERE m.name = ?1 AND v.version = ?2"
+                );
+                self.conn.prepare_cached(&sql).and_then(|mut s| {
+                    s.query_row(params![r.name, version], row_with_aliases)
+                        .optional()
+                })
+            }
+            Selector::Alias(alias) => {
+                let sql = format!(
+                    "SELECT {VERSION_COLUMNS}, {ALIASES} FROM models m \
+                     JOIN aliases al ON al.model_id = m.id \
+                     JOIN versions v ON v.model_id = m.id AND v.version = al.version \
+                     WHERE m.name = ?1 AND al.alias = ?2"
+                );
+                self.conn.prepare_cached(&sql).and_then(|mut s| {
+                    s.query_row(params![r.name, alias], row_with_aliases)
+                        .optional()
+                })
+            }
+            Selector::Latest => {
+                let sql = format!(
+                    "SELECT {VERSION_COLUMNS}, {ALIASES} FROM models m \
+                     JOIN versions v ON v.model_id = m.id WHERE m.name = ?1 AND v.archived = 0 \
+                     ORDER BY v.version DESC LIMIT 1"
+                );
+                self.conn
+                    .prepare_cached(&sql)
+                    .and_then(|mut s| s.query_row(params![r.name], row_with_aliases).optional())
+            }
+        };
+        match found.map_err(|e| self.err(e))? {
+            Some(row) => Ok(row),
+            // Nothing matched: resolving step by step names the missing part.
+            None => {
+                let at = self.resolve(r)?;
+                Err(CoreError::not_found(format!(
+                    "{}:{} is not in the index",
+                    at.name, at.version
+                )))
+            }
+        }
     }
 
     /// Every version of a model (optionally of one variant), oldest first, with aliases.

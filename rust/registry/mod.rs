@@ -252,8 +252,7 @@ impl Registry {
 
     /// The version a reference points at.
     pub fn get(&self, reference: &str) -> CoreResult<VersionRow> {
-        let at = self.resolve(reference)?;
-        self.index.db().version(&at)
+        self.index.db().get(&Reference::parse(reference)?)
     }
 
     pub fn list_models(&self) -> CoreResult<Vec<ModelRow>> {
