@@ -25,3 +25,66 @@ def digest_tree(
 def verify_tree(
     path: str | PathLike[str], manifest: list[_Entry]
 ) -> tuple[list[str], list[str], list[str]]: ...
+
+# --- registry (servekit.registry wraps these) ---------------------------------------------
+
+REGISTRY_FORMATS: list[str]
+REGISTRY_ALIAS_ACTIONS: list[str]
+
+# (name, version, digest, kind, format, manifest_json, size_bytes, created_at, signature_json,
+#  metadata_json, metrics_json, tags_json, variant, parent, source_json, description, archived,
+#  aliases)
+_VersionRow = tuple[
+    str, int, str, str, str, str, int, str, str | None, str, str, str, str | None, str | None,
+    str, str, bool, list[str],
+]  # fmt: skip
+# (name, description, tags_json, created_at, latest_version, version_count, [(alias, version)])
+_ModelRow = tuple[str, str, str, str, int | None, int, list[tuple[str, int]]]
+# (time, model, alias, action, previous_version, new_version, actor, reason)
+_EventRow = tuple[str, str, str, str, int | None, int | None, str, str | None]
+
+class RegistryCore:
+    def __init__(self, root: str | PathLike[str]) -> None: ...
+    @property
+    def root(self) -> str: ...
+    def register(
+        self,
+        name: str,
+        path: str,
+        format: str,
+        signature: str | None,
+        metadata: str | None,
+        metrics: list[tuple[str, float]],
+        tags: list[tuple[str, str]],
+        variant: str | None,
+        parent: str | None,
+        source: str | None,
+        description: str | None,
+        algorithm: str,
+    ) -> _VersionRow: ...
+    def get(self, reference: str) -> _VersionRow: ...
+    def list_models(self) -> list[_ModelRow]: ...
+    def list_versions(
+        self,
+        name: str,
+        tags: list[tuple[str, str]],
+        variant: str | None,
+        order_by: str | None,
+    ) -> list[_VersionRow]: ...
+    def set_alias(
+        self, reference: str, alias: str, actor: str, reason: str | None, action: str
+    ) -> _EventRow: ...
+    def delete_alias(self, name: str, alias: str, actor: str, reason: str | None) -> _EventRow: ...
+    def set_tags(self, reference: str, tags: list[tuple[str, str | None]]) -> _VersionRow: ...
+    def log_metrics(self, reference: str, metrics: list[tuple[str, float]]) -> _VersionRow: ...
+    def set_description(self, reference: str, description: str) -> _VersionRow: ...
+    def update_model(
+        self, name: str, description: str | None, tags: list[tuple[str, str | None]]
+    ) -> _ModelRow: ...
+    def archive(self, reference: str) -> _VersionRow: ...
+    def history(self, name: str) -> list[_EventRow]: ...
+    def lineage(self, reference: str) -> list[_VersionRow]: ...
+    def verify(self, reference: str | None) -> list[str]: ...
+    def artifact_path(self, reference: str, verify: bool) -> str: ...
+    def model_file(self, reference: str, verify: bool) -> str: ...
+    def gc(self) -> tuple[list[str], int]: ...
