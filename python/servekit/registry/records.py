@@ -7,6 +7,9 @@ suffix, e.g. ``"2025-01-31T09:05:07.123456Z"``; they sort as text in time order.
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -109,6 +112,12 @@ def _signature(text: str) -> Signature:
     return Signature.from_dict(orjson.loads(text))
 
 
+@lru_cache(maxsize=4096)
+def _manifest(text: str) -> tuple[FileEntry, ...]:
+    # Versions sharing an artifact share its manifest text: decode each text once.
+    return tuple(FileEntry(e["path"], e["size"], e["digest"]) for e in orjson.loads(text))
+
+
 _new = object.__new__
 
 
@@ -126,7 +135,7 @@ def version_from_row(row: tuple[Any, ...]) -> ModelVersion:
         digest=digest,
         kind=kind,
         format=fmt,
-        manifest=[FileEntry(e["path"], e["size"], e["digest"]) for e in orjson.loads(manifest)],
+        manifest=list(_manifest(manifest)),
         size_bytes=size,
         created_at=created,
         signature=_signature(sig) if sig is not None else None,
@@ -141,6 +150,19 @@ def version_from_row(row: tuple[Any, ...]) -> ModelVersion:
         archived=archived,
     )
     return mv
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cycle collector while thousands of rows are built: they hold no cycles,
+    and the collections their fresh containers trigger would cost about a third of the time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def model_from_row(row: tuple[Any, ...]) -> RegisteredModel:

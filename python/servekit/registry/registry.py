@@ -27,6 +27,7 @@ from servekit.registry.records import (
     ModelVersion,
     RegisteredModel,
     event_from_row,
+    gc_paused,
     model_from_row,
     version_from_row,
 )
@@ -186,13 +187,14 @@ class Registry:
         ``created_at`` or ``metrics.NAME`` (versions without that metric last), each optionally
         prefixed by ``-`` for descending. Raises NotFoundError for an unknown model,
         InvalidArgumentError for an unknown ordering."""
-        rows = self._core.list_versions(
+        args = (
             _str("model name", name),
             _tags(tags, allow_none=False),
             None if variant is None else _str("variant", variant),
             None if order_by is None else _str("order_by", order_by),
         )
-        return [version_from_row(r) for r in rows]
+        with gc_paused():
+            return [version_from_row(r) for r in self._core.list_versions(*args)]
 
     def set_alias(
         self,
@@ -270,7 +272,9 @@ class Registry:
 
     def history(self, name: str) -> list[AliasEvent]:
         """Return every alias move of model ``name``, oldest first."""
-        return [event_from_row(r) for r in self._core.history(_str("model name", name))]
+        name = _str("model name", name)
+        with gc_paused():
+            return [event_from_row(r) for r in self._core.history(name)]
 
     def lineage(self, ref: str) -> list[ModelVersion]:
         """Return the version ``ref`` points at, then its parent, grandparent, ... ."""
