@@ -7,6 +7,7 @@ import os
 import shutil
 import sqlite3
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -253,6 +254,12 @@ BAD_CALLS = [
         "nowhere.onnx",
     ),
     (
+        "path not a path",
+        lambda r, t: r.register("m", None, format="onnx"),
+        InvalidArgumentError,
+        "NoneType",
+    ),
+    (
         "unknown format",
         lambda r, t: r.register("m", t / "f", format="pickle"),
         InvalidArgumentError,
@@ -451,3 +458,20 @@ def test_root_defaults_to_servekit_home(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.delenv("SERVEKIT_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "user"))
     assert Registry().root == tmp_path / "user" / ".servekit"
+
+
+def test_threads_share_one_registry_and_separate_handles(reg: Registry, tmp_path: Path) -> None:
+    f = write(tmp_path / "f", b"shared")
+    other = Registry(reg.root)  # a second connection in the same process
+
+    def work(i: int) -> list[int]:
+        r = reg if i % 2 else other
+        out = []
+        for _ in range(20):
+            out.append(r.register("t", f, format="onnx").version)
+            assert r.get("t").version >= out[-1]
+        return out
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = [v for vs in pool.map(work, range(4)) for v in vs]
+    assert sorted(got) == list(range(1, 81))

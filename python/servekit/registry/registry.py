@@ -57,6 +57,15 @@ def _str(what: str, value: object) -> str:
     return value
 
 
+def _path(value: object) -> str:
+    try:
+        return os.fspath(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise InvalidArgumentError(
+            f"artifact path must be a str or os.PathLike, got {type(value).__name__}"
+        ) from None
+
+
 def _json(what: str, value: Mapping[str, Any] | None) -> str | None:
     if value is None:
         return None
@@ -152,7 +161,7 @@ class Registry:
         """
         row = self._core.register(
             _str("model name", name),
-            os.fspath(path),
+            _path(path),
             _str("format", format),
             _signature(signature),
             _json("metadata", metadata),
