@@ -217,9 +217,9 @@ def main() -> None:
     print(f"\n{'listing':<40}{'seconds':>10}")
     for k, v in listing_s.items():
         print(f"{k:<40}{v:>10.4f}")
-    print(f"\n{f'{args.file_mib} MiB artifact, best of {args.repeats}':<40}{'seconds':>10}")
+    print(f"\n{f'{args.file_mib} MiB artifact, best of {args.repeats}':<46}{'seconds':>10}")
     for k, v in register_s.items():
-        print(f"{k:<40}{v:>10.3f}")
+        print(f"{k:<46}{v:>10.3f}")
     print()
     for k, v in goals.items():
         print(f"{k:<45}{v:>12,.3f}")
