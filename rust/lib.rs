@@ -7,6 +7,7 @@
 pub mod bindings;
 pub mod error;
 pub mod hashing;
+pub mod telemetry;
 
 use pyo3::prelude::*;
 

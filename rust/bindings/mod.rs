@@ -2,6 +2,7 @@
 
 mod errors;
 mod hashing;
+mod telemetry;
 
 pub use errors::enter;
 
@@ -10,5 +11,6 @@ use pyo3::prelude::*;
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     hashing::register(m)?;
+    telemetry::register(m)?;
     Ok(())
 }
