@@ -184,7 +184,12 @@ def summarize_inputs(inputs: np.ndarray) -> np.ndarray:
 
 def _recordable(x: np.ndarray) -> np.ndarray:
     """``x`` itself when the core reads its dtype in place, else a float64 copy."""
-    return x if x.dtype in _RECORDABLE else x.astype(np.float64)
+    if x.dtype in _RECORDABLE:
+        return x
+    try:
+        return x.astype(np.float64)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"cannot monitor values of dtype {x.dtype}") from None
 
 
 class DriftMonitor:
