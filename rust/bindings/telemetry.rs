@@ -7,7 +7,7 @@
 
 use super::enter;
 use crate::error::{CoreError, CoreResult};
-use crate::telemetry::{drift_stats, ToF64, BinnedWindow, Binner, SlidingSketch, WindowSpec};
+use crate::telemetry::{drift_stats, BinnedWindow, Binner, SlidingSketch, ToF64, WindowSpec};
 use numpy::ndarray::ArrayView2;
 use numpy::{Element, PyReadonlyArray2};
 use pyo3::prelude::*;

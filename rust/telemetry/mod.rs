@@ -11,4 +11,4 @@ pub mod window;
 
 pub use sketch::SlidingSketch;
 pub use stats::{drift_stats, DriftStats};
-pub use window::{ToF64, BinnedWindow, Binner, WindowSpec};
+pub use window::{BinnedWindow, Binner, ToF64, WindowSpec};

@@ -133,8 +133,7 @@ def report_command(
         if f.drifted and f.statistics is not None:
             s = f.statistics
             click.echo(
-                f"drift  {f.name}  psi={s.psi:.3f} js={s.js:.3f} ks={s.ks:.3f} "
-                f"p={s.ks_pvalue:.2g}"
+                f"drift  {f.name}  psi={s.psi:.3f} js={s.js:.3f} ks={s.ks:.3f} p={s.ks_pvalue:.2g}"
             )
     pred = report.prediction
     click.echo(

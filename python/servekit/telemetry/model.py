@@ -79,9 +79,7 @@ class ModelTelemetry:
             if profile is not None
             else None
         )
-        self.latency = LatencyTracker(
-            window_seconds=latency_window_seconds, slo_p99_ms=slo_p99_ms
-        )
+        self.latency = LatencyTracker(window_seconds=latency_window_seconds, slo_p99_ms=slo_p99_ms)
         self.alerts = alerts
         self.record_errors = 0
         self._state_lock = threading.Lock()
@@ -141,8 +139,7 @@ class ModelTelemetry:
             return None
         snapshot = self.evaluate()
         assert snapshot.drift is not None
-        return {"model_name": self.model, "model_version": self.version,
-                **snapshot.drift.to_dict()}
+        return {"model_name": self.model, "model_version": self.version, **snapshot.drift.to_dict()}
 
     def _drift_alert(self, report: DriftReport) -> dict[str, Any]:
         prediction = report.prediction
