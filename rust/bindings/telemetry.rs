@@ -9,7 +9,9 @@ use super::enter;
 use crate::error::{CoreError, CoreResult};
 use crate::telemetry::{drift_stats, BinnedWindow, Binner, SlidingSketch, ToF64, WindowSpec};
 use numpy::ndarray::ArrayView2;
-use numpy::{Element, PyReadonlyArray2};
+use numpy::{
+    dtype, Element, PyArrayDescrMethods, PyReadonlyArray2, PyUntypedArray, PyUntypedArrayMethods,
+};
 use pyo3::prelude::*;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
@@ -135,14 +137,23 @@ impl DriftWindow {
     #[pyo3(signature = (data, now_ns=None))]
     fn record(&self, py: Python<'_>, data: &Bound<'_, PyAny>, now_ns: Option<u64>) -> PyResult<()> {
         let now = now_ns.unwrap_or_else(telemetry_clock_ns);
-        if let Ok(a) = data.extract::<PyReadonlyArray2<'_, f64>>() {
-            return record_view(py, &self.window, &a, now);
-        }
-        if let Ok(a) = data.extract::<PyReadonlyArray2<'_, f32>>() {
-            return record_view(py, &self.window, &a, now);
-        }
-        if let Ok(a) = data.extract::<PyReadonlyArray2<'_, i64>>() {
-            return record_view(py, &self.window, &a, now);
+        // Pick the element type from the dtype first: a failed extraction builds an exception,
+        // which would cost more than the recording itself.
+        if let Ok(array) = data.cast::<PyUntypedArray>() {
+            let dt = array.dtype();
+            if dt.is_equiv_to(&dtype::<f64>(py)) {
+                if let Ok(a) = data.extract::<PyReadonlyArray2<'_, f64>>() {
+                    return record_view(py, &self.window, &a, now);
+                }
+            } else if dt.is_equiv_to(&dtype::<f32>(py)) {
+                if let Ok(a) = data.extract::<PyReadonlyArray2<'_, f32>>() {
+                    return record_view(py, &self.window, &a, now);
+                }
+            } else if dt.is_equiv_to(&dtype::<i64>(py)) {
+                if let Ok(a) = data.extract::<PyReadonlyArray2<'_, i64>>() {
+                    return record_view(py, &self.window, &a, now);
+                }
+            }
         }
         Err(CoreError::invalid(format!(
             "expected a 2-D float64, float32 or int64 numpy array, got {}",
