@@ -195,11 +195,11 @@ def _recordable(x: np.ndarray) -> np.ndarray:
 class DriftMonitor:
     """Sliding-window drift of a model's inputs (and predictions) against a reference profile.
 
-    ``window_rows`` (default 10,000) keeps the last rows; ``window_seconds`` instead keeps the
-    rows of the last seconds in ``buckets`` time buckets; both None keeps every row (offline
-    reports). ``feature_thresholds`` overrides ``thresholds`` per feature name;
-    ``prediction_thresholds`` applies to the predictions. Thread-safe: servers may record from
-    several threads. Raises InvalidArgumentError for a bad configuration.
+    ``window_rows`` (default 10,000) keeps the last rows; ``window_seconds``, when given,
+    replaces it and keeps the rows of the last seconds in ``buckets`` time buckets; both None
+    keeps every row (offline reports). ``feature_thresholds`` overrides ``thresholds`` per
+    feature name; ``prediction_thresholds`` applies to the predictions. Thread-safe: servers may
+    record from several threads. Raises InvalidArgumentError for a bad configuration.
     """
 
     def __init__(
@@ -224,8 +224,8 @@ class DriftMonitor:
             )
         if not 0 < dataset_share <= 1:
             raise InvalidArgumentError(f"dataset_share must be in (0, 1], got {dataset_share}")
-        if window_rows is not None and window_seconds is not None:
-            raise InvalidArgumentError("give window_rows or window_seconds, not both")
+        if window_seconds is not None:
+            window_rows = None
         unknown = set(feature_thresholds or {}) - set(profile.feature_names)
         if unknown:
             raise InvalidArgumentError(f"thresholds for unknown features: {sorted(unknown)}")

@@ -66,8 +66,6 @@ class ModelTelemetry:
     ) -> None:
         self.model = model
         self.version = version
-        if drift_window_seconds is not None:
-            drift_window_rows = None
         self.drift = (
             DriftMonitor(
                 profile,
