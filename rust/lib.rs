@@ -6,6 +6,7 @@
 
 pub mod bindings;
 pub mod error;
+pub mod batching;
 pub mod hashing;
 
 use pyo3::prelude::*;
