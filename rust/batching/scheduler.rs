@@ -31,6 +31,11 @@ pub trait Executor: Send + Sync + 'static {
     fn run(&self, batch: &[Self::Payload]) -> CoreResult<Vec<Self::Output>>;
     /// Deliver finished requests (results, model errors, timeouts, refusals on close).
     fn complete(&self, done: Vec<Done<Self::Payload, Self::Output>>);
+    /// Run the whole body of an instance thread; lets an executor set up per-thread state
+    /// once (the binding keeps one interpreter thread state per instance).
+    fn instance_thread(&self, body: &mut (dyn FnMut() + Send)) {
+        body()
+    }
 }
 
 pub struct Done<P, O> {
@@ -278,7 +283,9 @@ impl<E: Executor> Batcher<E> {
         let mut threads = Vec::new();
         let mut started = || -> CoreResult<()> {
             for i in 0..shared.cfg.instances {
-                threads.push(spawn(format!("servekit-batch-{i}"), Shared::instance)?);
+                threads.push(spawn(format!("servekit-batch-{i}"), |s| {
+                    s.exec.instance_thread(&mut || s.instance())
+                })?);
             }
             threads.push(spawn("servekit-batch-timer".into(), Shared::timer)?);
             Ok(())

@@ -1,5 +1,6 @@
 //! PyO3 binding layer: type conversion, interpreter release and error mapping only.
 
+mod batching;
 mod errors;
 mod hashing;
 
@@ -10,5 +11,6 @@ use pyo3::prelude::*;
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     hashing::register(m)?;
+    batching::register(m)?;
     Ok(())
 }
