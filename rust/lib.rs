@@ -4,9 +4,9 @@
 //! exercises them directly. [`bindings`] is the thin PyO3 layer that converts types, releases
 //! the interpreter around long calls and maps [`error::CoreError`] to Python exceptions.
 
+pub mod batching;
 pub mod bindings;
 pub mod error;
-pub mod batching;
 pub mod hashing;
 
 use pyo3::prelude::*;

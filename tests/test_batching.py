@@ -308,9 +308,7 @@ def test_runner_output_with_wrong_rows_is_an_inference_error():
         ([1, 2], {}, "dict"),
     ],
 )
-def test_bad_requests_raise_invalid_argument_and_the_batcher_keeps_serving(
-    inputs, kwargs, message
-):
+def test_bad_requests_raise_invalid_argument_and_the_batcher_keeps_serving(inputs, kwargs, message):
     with DynamicBatcher(Recorder(), max_batch_size=4, priority_levels=2) as b:
         with pytest.raises(InvalidArgumentError, match=message):
             b.infer_sync(inputs, **kwargs)
@@ -422,9 +420,9 @@ def test_thousands_of_requests_from_tasks_and_threads_get_their_own_results():
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_onnx_runtime_mlp_batched_results_match_direct_calls():
     ort = pytest.importorskip("onnxruntime")
+    from skl2onnx import to_onnx
     from sklearn.datasets import load_digits
     from sklearn.neural_network import MLPClassifier
-    from skl2onnx import to_onnx
 
     X, y = load_digits(return_X_y=True)
     X = (X / 16.0).astype(np.float32)

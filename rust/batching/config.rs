@@ -38,7 +38,9 @@ impl Config {
     /// Check every setting; the error names the bad value.
     pub fn validate(&self) -> CoreResult<()> {
         if self.max_batch_size == 0 {
-            return Err(CoreError::invalid("max_batch_size must be at least 1, got 0"));
+            return Err(CoreError::invalid(
+                "max_batch_size must be at least 1, got 0",
+            ));
         }
         for &p in &self.preferred_batch_sizes {
             if p == 0 || p > self.max_batch_size {
@@ -49,7 +51,9 @@ impl Config {
             }
         }
         if self.priority_levels == 0 {
-            return Err(CoreError::invalid("priority_levels must be at least 1, got 0"));
+            return Err(CoreError::invalid(
+                "priority_levels must be at least 1, got 0",
+            ));
         }
         if self.instances == 0 {
             return Err(CoreError::invalid("instances must be at least 1, got 0"));

@@ -17,7 +17,9 @@ pub struct Mailbox<T> {
 
 impl<T> Mailbox<T> {
     pub fn new() -> CoreResult<Self> {
-        let io = |e: std::io::Error| CoreError::Unavailable(format!("cannot create a wake-up socket: {e}"));
+        let io = |e: std::io::Error| {
+            CoreError::Unavailable(format!("cannot create a wake-up socket: {e}"))
+        };
         let (wake, watch) = UnixStream::pair().map_err(io)?;
         wake.set_nonblocking(true).map_err(io)?;
         watch.set_nonblocking(true).map_err(io)?;

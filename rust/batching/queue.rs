@@ -223,7 +223,10 @@ mod tests {
     #[test]
     fn empty_queue_is_idle() {
         let q: Queue<P> = Queue::new(1);
-        assert_eq!(q.decide(&cfg(4, 0, &[]), Instant::now(), false), Decision::Idle);
+        assert_eq!(
+            q.decide(&cfg(4, 0, &[]), Instant::now(), false),
+            Decision::Idle
+        );
     }
 
     #[test]
@@ -239,44 +242,75 @@ mod tests {
         let q = queue(t0, &[(1, 0), (1, 0)]);
         let c = cfg(8, 1000, &[]);
         let at = t0 + Duration::from_micros(10);
-        assert_eq!(q.decide(&c, at, false), Decision::WaitUntil(t0 + Duration::from_micros(1000)));
+        assert_eq!(
+            q.decide(&c, at, false),
+            Decision::WaitUntil(t0 + Duration::from_micros(1000))
+        );
         let later = t0 + Duration::from_micros(1000);
         assert_eq!(q.decide(&c, later, false), Decision::Send(2));
-        assert_eq!(q.decide(&c, at, true), Decision::Send(2), "flush ignores the delay");
+        assert_eq!(
+            q.decide(&c, at, true),
+            Decision::Send(2),
+            "flush ignores the delay"
+        );
     }
 
     #[test]
     fn full_batch_goes_at_once_and_overflow_stays() {
         let t0 = Instant::now();
         let q = queue(t0, &[(2, 0), (2, 0), (1, 0)]);
-        assert_eq!(q.decide(&cfg(4, 1_000_000, &[]), t0, false), Decision::Send(2));
+        assert_eq!(
+            q.decide(&cfg(4, 1_000_000, &[]), t0, false),
+            Decision::Send(2)
+        );
         let q = queue(t0, &[(2, 0), (2, 0)]);
-        assert_eq!(q.decide(&cfg(4, 1_000_000, &[]), t0, false), Decision::Send(2));
+        assert_eq!(
+            q.decide(&cfg(4, 1_000_000, &[]), t0, false),
+            Decision::Send(2)
+        );
     }
 
     #[test]
     fn next_request_that_would_exceed_max_sends_now() {
         let t0 = Instant::now();
         let q = queue(t0, &[(2, 0), (3, 0)]);
-        assert_eq!(q.decide(&cfg(4, 1_000_000, &[]), t0, false), Decision::Send(1));
+        assert_eq!(
+            q.decide(&cfg(4, 1_000_000, &[]), t0, false),
+            Decision::Send(1)
+        );
     }
 
     #[test]
     fn different_shapes_are_never_mixed_and_send_now() {
         let t0 = Instant::now();
         let q = queue(t0, &[(1, 0), (1, 0), (1, 7), (1, 0)]);
-        assert_eq!(q.decide(&cfg(8, 1_000_000, &[]), t0, false), Decision::Send(2));
+        assert_eq!(
+            q.decide(&cfg(8, 1_000_000, &[]), t0, false),
+            Decision::Send(2)
+        );
     }
 
     #[test]
     fn preferred_size_goes_at_once() {
         let t0 = Instant::now();
         let c = cfg(16, 1_000_000, &[4, 8]);
-        assert_eq!(queue(t0, &[(1, 0); 3]).decide(&c, t0, false), Decision::WaitUntil(t0 + Duration::from_secs(1)));
-        assert_eq!(queue(t0, &[(1, 0); 5]).decide(&c, t0, false), Decision::Send(4));
-        assert_eq!(queue(t0, &[(1, 0); 10]).decide(&c, t0, false), Decision::Send(8));
+        assert_eq!(
+            queue(t0, &[(1, 0); 3]).decide(&c, t0, false),
+            Decision::WaitUntil(t0 + Duration::from_secs(1))
+        );
+        assert_eq!(
+            queue(t0, &[(1, 0); 5]).decide(&c, t0, false),
+            Decision::Send(4)
+        );
+        assert_eq!(
+            queue(t0, &[(1, 0); 10]).decide(&c, t0, false),
+            Decision::Send(8)
+        );
         // A multi-row request can jump over a preferred size: cut before exceeding the largest.
-        assert_eq!(queue(t0, &[(3, 0), (3, 0), (3, 0), (3, 0)]).decide(&c, t0, false), Decision::Send(2));
+        assert_eq!(
+            queue(t0, &[(3, 0), (3, 0), (3, 0), (3, 0)]).decide(&c, t0, false),
+            Decision::Send(2)
+        );
     }
 
     #[test]
@@ -284,7 +318,10 @@ mod tests {
         let t0 = Instant::now();
         let c = cfg(16, 1000, &[4]);
         let late = t0 + Duration::from_millis(5);
-        assert_eq!(queue(t0, &[(1, 0); 6]).decide(&c, late, false), Decision::Send(6));
+        assert_eq!(
+            queue(t0, &[(1, 0); 6]).decide(&c, late, false),
+            Decision::Send(6)
+        );
     }
 
     #[test]
@@ -292,7 +329,15 @@ mod tests {
         let t0 = Instant::now();
         let mut q = Queue::new(2);
         for (id, level) in [(0, 1), (1, 1), (2, 0)] {
-            q.push(level, Entry { id, payload: P(1, 0), enqueued: t0, deadline: None });
+            q.push(
+                level,
+                Entry {
+                    id,
+                    payload: P(1, 0),
+                    enqueued: t0,
+                    deadline: None,
+                },
+            );
         }
         let ids: Vec<u64> = q.take(2).iter().map(|e| e.id).collect();
         assert_eq!(ids, vec![2, 0]);
@@ -305,7 +350,15 @@ mod tests {
         let mut q = Queue::new(1);
         for id in 0..3u64 {
             let deadline = Some(t0 + Duration::from_millis(id + 1));
-            q.push(0, Entry { id, payload: P(1, 0), enqueued: t0, deadline });
+            q.push(
+                0,
+                Entry {
+                    id,
+                    payload: P(1, 0),
+                    enqueued: t0,
+                    deadline,
+                },
+            );
         }
         assert!(q.remove(0).is_some());
         assert!(q.remove(0).is_none());

@@ -48,6 +48,9 @@ struct State<P> {
     queue: Queue<P>,
     /// An idle instance is watching the queue.
     leader: bool,
+    /// The leader has been signalled and has not woken yet: further arrivals need not signal
+    /// again (saves a futex wake per request under load).
+    leader_signalled: bool,
     /// No new requests; instances exit once the queue is empty.
     closing: bool,
     /// Deadline the timer thread is waiting for, if any.
@@ -128,6 +131,7 @@ impl<E: Executor> Shared<E> {
             }
             st.leader = true;
             let batch = loop {
+                st.leader_signalled = false;
                 let now = Instant::now();
                 let expired = st.queue.expire(now);
                 if !expired.is_empty() {
@@ -244,7 +248,10 @@ impl<E: Executor> Shared<E> {
             st = match st.timer_deadline {
                 Some(at) => {
                     let wait = at.saturating_duration_since(now);
-                    self.timer_cv.wait_timeout(st, wait).unwrap_or_else(|p| p.into_inner()).0
+                    self.timer_cv
+                        .wait_timeout(st, wait)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
                 }
                 None => self.timer_cv.wait(st).unwrap_or_else(|p| p.into_inner()),
             };
@@ -260,6 +267,7 @@ impl<E: Executor> Batcher<E> {
             state: Mutex::new(State {
                 queue: Queue::new(cfg.priority_levels),
                 leader: false,
+                leader_signalled: false,
                 closing: false,
                 timer_deadline: None,
                 live: cfg.instances + 1,
@@ -314,7 +322,12 @@ impl<E: Executor> Batcher<E> {
     /// timeout and zero means none. Returns the request id (for [`Batcher::cancel`]). Fails
     /// with InvalidArgument (rows, priority), Unavailable (closed) or QueueFull; the payload is
     /// dropped on failure.
-    pub fn submit(&self, payload: E::Payload, priority: u32, timeout: Option<Duration>) -> CoreResult<u64> {
+    pub fn submit(
+        &self,
+        payload: E::Payload,
+        priority: u32,
+        timeout: Option<Duration>,
+    ) -> CoreResult<u64> {
         let s = &self.shared;
         let rows = payload.rows();
         if rows == 0 || rows > s.cfg.max_batch_size {
@@ -341,8 +354,17 @@ impl<E: Executor> Batcher<E> {
                 s.cfg.max_queue_size
             )));
         }
-        st.queue.push(level, Entry { id, payload, enqueued: now, deadline });
-        if st.leader {
+        st.queue.push(
+            level,
+            Entry {
+                id,
+                payload,
+                enqueued: now,
+                deadline,
+            },
+        );
+        if st.leader && !st.leader_signalled {
+            st.leader_signalled = true;
             s.leader_cv.notify_one();
         }
         if let Some(d) = deadline {
@@ -405,7 +427,10 @@ impl<E: Executor> Batcher<E> {
                     if now >= d {
                         break;
                     }
-                    s.exit_cv.wait_timeout(st, d - now).unwrap_or_else(|p| p.into_inner()).0
+                    s.exit_cv
+                        .wait_timeout(st, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
                 }
             };
         }
@@ -417,7 +442,8 @@ impl<E: Executor> Batcher<E> {
             s.fail_all(dropped, closed);
         } else {
             drop(st);
-            let handles = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+            let handles =
+                std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
             for h in handles {
                 // Threads have already returned; a panic there was caught per batch.
                 let _ = h.join();

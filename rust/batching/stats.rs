@@ -47,7 +47,14 @@ pub struct Stats {
 
 impl Stats {
     /// Record one executed batch of `rows` rows holding requests that waited `queue_ns` in total.
-    pub fn record_batch(&mut self, rows: usize, requests: usize, queue_ns: u64, compute_ns: u64, ok: bool) {
+    pub fn record_batch(
+        &mut self,
+        rows: usize,
+        requests: usize,
+        queue_ns: u64,
+        compute_ns: u64,
+        ok: bool,
+    ) {
         self.execution_count += 1;
         self.inference_count += rows as u64;
         self.queue_ns += queue_ns;

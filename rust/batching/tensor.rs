@@ -87,7 +87,12 @@ pub fn concat(parts: &[&Tensor]) -> CoreResult<Tensor> {
 
 /// Split a batch tensor given as raw parts (`data` is its C-contiguous bytes) into tensors of
 /// `rows[i]` rows each. Fails when the rows do not add up to the tensor's first dimension.
-pub fn split(dtype: DType, shape: &[usize], data: &[u8], rows: &[usize]) -> CoreResult<Vec<Tensor>> {
+pub fn split(
+    dtype: DType,
+    shape: &[usize],
+    data: &[u8],
+    rows: &[usize],
+) -> CoreResult<Vec<Tensor>> {
     let total: usize = rows.iter().sum();
     if shape.first() != Some(&total) {
         let got = match shape.first() {
@@ -133,7 +138,10 @@ impl Tensor {
 mod tests {
     use super::*;
 
-    const F32: DType = DType { num: 11, itemsize: 4 };
+    const F32: DType = DType {
+        num: 11,
+        itemsize: 4,
+    };
 
     fn t(rows: usize, cols: usize, start: f32) -> Tensor {
         let vals: Vec<f32> = (0..rows * cols).map(|i| start + i as f32).collect();
@@ -162,7 +170,10 @@ mod tests {
     fn split_refuses_wrong_row_count() {
         let err = t(3, 2, 0.0).split_rows(&[1, 1]).unwrap_err();
         assert!(matches!(err, CoreError::Inference(_)));
-        assert!(err.to_string().contains("3 rows for a batch of 2 rows"), "{err}");
+        assert!(
+            err.to_string().contains("3 rows for a batch of 2 rows"),
+            "{err}"
+        );
     }
 
     #[test]

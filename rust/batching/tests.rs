@@ -58,11 +58,16 @@ fn start(cfg: Config, gated: bool) -> (Batcher<Recorder>, Results, Option<Sender
         gate: Mutex::new(gated.then_some(gate_rx)),
         done: Mutex::new(tx),
     };
-    (Batcher::start(cfg, rec).unwrap(), rx, gated.then_some(gate_tx))
+    (
+        Batcher::start(cfg, rec).unwrap(),
+        rx,
+        gated.then_some(gate_tx),
+    )
 }
 
 fn recv(rx: &Results) -> (u32, CoreResult<u32>, Timing) {
-    rx.recv_timeout(Duration::from_secs(5)).expect("a result within 5 s")
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("a result within 5 s")
 }
 
 fn batches(b: &Batcher<Recorder>) -> Vec<Vec<u32>> {
@@ -122,7 +127,10 @@ fn failing_batch_fails_only_its_requests() {
     // First batch is [1] (taken at once), then [666, 3] fails, then the batcher keeps serving.
     gate.send(()).unwrap();
     gate.send(()).unwrap();
-    let mut got: Vec<(u32, bool)> = (0..3).map(|_| recv(&rx)).map(|(t, r, _)| (t, r.is_ok())).collect();
+    let mut got: Vec<(u32, bool)> = (0..3)
+        .map(|_| recv(&rx))
+        .map(|(t, r, _)| (t, r.is_ok()))
+        .collect();
     got.sort();
     assert_eq!(got, vec![(1, true), (3, false), (666, false)]);
     b.submit(Req(4, 1, 0), 0, None).unwrap();
@@ -138,13 +146,19 @@ fn queue_full_and_oversized_requests_are_refused() {
     cfg.max_queue_size = 1;
     cfg.max_queue_delay = Duration::from_secs(10);
     let (b, _rx, _) = start(cfg, false);
-    assert!(matches!(b.submit(Req(1, 5, 0), 0, None), Err(CoreError::InvalidArgument(_))));
+    assert!(matches!(
+        b.submit(Req(1, 5, 0), 0, None),
+        Err(CoreError::InvalidArgument(_))
+    ));
     b.submit(Req(1, 1, 0), 0, None).unwrap();
     let err = b.submit(Req(2, 1, 0), 0, None).unwrap_err();
     assert!(matches!(err, CoreError::QueueFull(_)));
     assert!(err.to_string().contains(QUEUE_FULL));
     assert_eq!(b.stats().queue_full, 1);
-    assert!(matches!(b.submit(Req(1, 1, 0), 9, None), Err(CoreError::InvalidArgument(_))));
+    assert!(matches!(
+        b.submit(Req(1, 1, 0), 9, None),
+        Err(CoreError::InvalidArgument(_))
+    ));
 }
 
 #[test]
@@ -152,7 +166,8 @@ fn expired_requests_fail_on_time_even_while_instances_are_busy() {
     let (b, rx, gate) = start(Config::new(1), true);
     let gate = gate.unwrap();
     b.submit(Req(1, 1, 0), 0, None).unwrap();
-    b.submit(Req(2, 1, 0), 0, Some(Duration::from_millis(20))).unwrap();
+    b.submit(Req(2, 1, 0), 0, Some(Duration::from_millis(20)))
+        .unwrap();
     let (t, r, _) = recv(&rx);
     assert_eq!(t, 2);
     let err = r.unwrap_err();
@@ -190,7 +205,7 @@ fn priority_one_runs_first() {
         gate.send(()).unwrap();
     }
     for _ in 0..5 {
-        recv(&rx);
+        assert!(recv(&rx).1.is_ok());
     }
     assert_eq!(batches(&b), vec![vec![0], vec![3, 4], vec![1, 2]]);
 }
@@ -201,9 +216,15 @@ fn close_drains_or_fails_and_returns() {
     cfg.max_queue_delay = Duration::from_secs(10);
     let (b, rx, _) = start(cfg.clone(), false);
     b.submit(Req(1, 1, 0), 0, None).unwrap();
-    assert!(b.close(true, Some(Duration::from_secs(5))), "drain sends without waiting the delay");
+    assert!(
+        b.close(true, Some(Duration::from_secs(5))),
+        "drain sends without waiting the delay"
+    );
     assert!(recv(&rx).1.is_ok());
-    assert!(matches!(b.submit(Req(2, 1, 0), 0, None), Err(CoreError::Unavailable(_))));
+    assert!(matches!(
+        b.submit(Req(2, 1, 0), 0, None),
+        Err(CoreError::Unavailable(_))
+    ));
 
     let (b, rx, _) = start(cfg, false);
     b.submit(Req(1, 1, 0), 0, None).unwrap();

@@ -123,7 +123,9 @@ fn to_tensor(descrs: &Descrs, what: &str, value: &Bound<'_, PyAny>) -> CoreResul
         )));
     }
     if descr.is_native_byteorder() == Some(false) {
-        return Err(CoreError::invalid(format!("{what} is not in native byte order")));
+        return Err(CoreError::invalid(format!(
+            "{what} is not in native byte order"
+        )));
     }
     if arr.ndim() == 0 {
         return Err(CoreError::invalid(format!(
@@ -182,7 +184,12 @@ fn to_array<'py>(py: Python<'py>, descrs: &Descrs, t: Tensor) -> PyResult<Bound<
             return Err(PyErr::fetch(py));
         }
         let arr = Bound::from_owned_ptr(py, arr);
-        if PY_ARRAY_API.PyArray_SetBaseObject(py, arr.as_ptr() as *mut npyffi::PyArrayObject, base.into_ptr()) < 0 {
+        if PY_ARRAY_API.PyArray_SetBaseObject(
+            py,
+            arr.as_ptr() as *mut npyffi::PyArrayObject,
+            base.into_ptr(),
+        ) < 0
+        {
             return Err(PyErr::fetch(py));
         }
         Ok(arr)
@@ -220,7 +227,13 @@ fn read_inputs(descrs: &Descrs, inputs: &Bound<'_, PyDict>) -> CoreResult<(Named
         )));
     }
     let (names, tensors): (Vec<String>, Vec<Tensor>) = items.into_iter().unzip();
-    Ok((Named { names: names.into(), tensors }, rows))
+    Ok((
+        Named {
+            names: names.into(),
+            tensors,
+        },
+        rows,
+    ))
 }
 
 struct PyExec {
@@ -254,7 +267,11 @@ impl PyExec {
     fn call_runner(&self, batch: Named, rows: usize) -> CoreResult<(Vec<String>, Vec<RawOutput>)> {
         Python::attach(|py| {
             let inputs = to_dict(py, &self.descrs, batch).map_err(|e| model_error(py, e))?;
-            let out = self.run.bind(py).call1((inputs,)).map_err(|e| model_error(py, e))?;
+            let out = self
+                .run
+                .bind(py)
+                .call1((inputs,))
+                .map_err(|e| model_error(py, e))?;
             let out = out.cast_into::<PyDict>().map_err(|e| {
                 CoreError::Inference(format!(
                     "runner.run must return a dict of arrays, got {}",
@@ -266,7 +283,10 @@ impl PyExec {
             for (k, v) in out.iter() {
                 let name = k.str().map(|s| s.to_string()).unwrap_or_default();
                 let what = format!("runner output '{name}'");
-                let arr = if v.cast::<PyUntypedArray>().is_ok_and(|a| a.is_c_contiguous()) {
+                let arr = if v
+                    .cast::<PyUntypedArray>()
+                    .is_ok_and(|a| a.is_c_contiguous())
+                {
                     v
                 } else {
                     numpy_asarray(py, &v)
@@ -279,7 +299,9 @@ impl PyExec {
                 let dtype = self.descrs.remember(&a.dtype());
                 let shape = a.shape().to_vec();
                 if shape.first() != Some(&rows) {
-                    let got = shape.first().map_or("no batch dimension".into(), |n| format!("{n} rows"));
+                    let got = shape
+                        .first()
+                        .map_or("no batch dimension".into(), |n| format!("{n} rows"));
                     return Err(CoreError::Inference(format!(
                         "{what} has {got} for a batch of {rows} rows; outputs must have the batch dimension first"
                     )));
@@ -288,7 +310,13 @@ impl PyExec {
                 // SAFETY: C-contiguous array, see RawOutput.
                 let data = unsafe { (*a.as_array_ptr()).fields.data as *const u8 };
                 names.push(name);
-                raws.push(RawOutput { dtype, shape, data, len, _owner: arr.unbind() });
+                raws.push(RawOutput {
+                    dtype,
+                    shape,
+                    data,
+                    len,
+                    _owner: arr.unbind(),
+                });
             }
             Ok((names, raws))
         })
@@ -302,13 +330,25 @@ impl Executor for PyExec {
     fn run(&self, batch: &[Job]) -> CoreResult<Vec<Named>> {
         let first = &batch[0].inputs;
         let tensors = (0..first.tensors.len())
-            .map(|i| tensor::concat(&batch.iter().map(|j| &j.inputs.tensors[i]).collect::<Vec<_>>()))
+            .map(|i| {
+                tensor::concat(
+                    &batch
+                        .iter()
+                        .map(|j| &j.inputs.tensors[i])
+                        .collect::<Vec<_>>(),
+                )
+            })
             .collect::<CoreResult<Vec<_>>>()?;
         let rows: Vec<usize> = batch.iter().map(|j| j.rows).collect();
-        let merged = Named { names: Arc::clone(&first.names), tensors };
+        let merged = Named {
+            names: Arc::clone(&first.names),
+            tensors,
+        };
         let (names, raws) = self.call_runner(merged, rows.iter().sum())?;
         let names: Arc<[String]> = names.into();
-        let mut per_request: Vec<Vec<Tensor>> = (0..batch.len()).map(|_| Vec::with_capacity(raws.len())).collect();
+        let mut per_request: Vec<Vec<Tensor>> = (0..batch.len())
+            .map(|_| Vec::with_capacity(raws.len()))
+            .collect();
         for (name, raw) in names.iter().zip(&raws) {
             let bytes = if raw.len == 0 {
                 &[][..]
@@ -324,7 +364,10 @@ impl Executor for PyExec {
         }
         Ok(per_request
             .into_iter()
-            .map(|tensors| Named { names: Arc::clone(&names), tensors })
+            .map(|tensors| Named {
+                names: Arc::clone(&names),
+                tensors,
+            })
             .collect())
     }
 
@@ -337,8 +380,16 @@ impl Executor for PyExec {
                     *slot.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
                     slot.ready.notify_one();
                 }
-                Reply::Async { mailbox, future, with_timing } => {
-                    let item = Delivery { future, outcome, with_timing };
+                Reply::Async {
+                    mailbox,
+                    future,
+                    with_timing,
+                } => {
+                    let item = Delivery {
+                        future,
+                        outcome,
+                        with_timing,
+                    };
                     match groups.iter_mut().find(|(m, _)| Arc::ptr_eq(m, &mailbox)) {
                         Some((_, items)) => items.push(item),
                         None => groups.push((mailbox, vec![item])),
@@ -363,7 +414,12 @@ fn timing_tuple<'py>(py: Python<'py>, t: Timing) -> PyResult<Bound<'py, PyTuple>
 }
 
 /// The Python value of a finished request: outputs, or `(outputs, timing)`.
-fn outcome_value<'py>(py: Python<'py>, descrs: &Descrs, outcome: Outcome, with_timing: bool) -> PyResult<Bound<'py, PyAny>> {
+fn outcome_value<'py>(
+    py: Python<'py>,
+    descrs: &Descrs,
+    outcome: Outcome,
+    with_timing: bool,
+) -> PyResult<Bound<'py, PyAny>> {
     let (result, timing) = outcome;
     let outputs = to_dict(py, descrs, result?)?;
     if with_timing {
@@ -377,12 +433,18 @@ fn micros(what: &str, v: Option<i64>) -> CoreResult<Option<Duration>> {
     match v {
         None => Ok(None),
         Some(us) if us >= 0 => Ok(Some(Duration::from_micros(us as u64))),
-        Some(us) => Err(CoreError::invalid(format!("{what} must be >= 0 microseconds, got {us}"))),
+        Some(us) => Err(CoreError::invalid(format!(
+            "{what} must be >= 0 microseconds, got {us}"
+        ))),
     }
 }
 
 fn priority(p: i64) -> CoreResult<u32> {
-    u32::try_from(p).map_err(|_| CoreError::invalid(format!("priority {p} is out of range: use 0 (default) or a level from 1")))
+    u32::try_from(p).map_err(|_| {
+        CoreError::invalid(format!(
+            "priority {p} is out of range: use 0 (default) or a level from 1"
+        ))
+    })
 }
 
 /// Completion mailbox of one asyncio loop; the loop watches `fileno()` and calls `deliver()`.
@@ -436,22 +498,30 @@ impl PyBatcher {
         instances: i64,
     ) -> PyResult<Self> {
         let count = |what: &str, v: i64| -> CoreResult<usize> {
-            usize::try_from(v).map_err(|_| CoreError::invalid(format!("{what} must be >= 0, got {v}")))
+            usize::try_from(v)
+                .map_err(|_| CoreError::invalid(format!("{what} must be >= 0, got {v}")))
         };
         let cfg = Config {
             max_batch_size: count("max_batch_size", max_batch_size)?,
-            max_queue_delay: micros("max_queue_delay_us", Some(max_queue_delay_us))?.unwrap_or_default(),
+            max_queue_delay: micros("max_queue_delay_us", Some(max_queue_delay_us))?
+                .unwrap_or_default(),
             preferred_batch_sizes: preferred_batch_sizes
                 .into_iter()
                 .map(|p| count("a preferred batch size", p))
                 .collect::<CoreResult<_>>()?,
             max_queue_size: count("max_queue_size", max_queue_size)?,
-            default_timeout: micros("default_timeout_us", Some(default_timeout_us))?.filter(|d| !d.is_zero()),
+            default_timeout: micros("default_timeout_us", Some(default_timeout_us))?
+                .filter(|d| !d.is_zero()),
             priority_levels: count("priority_levels", priority_levels)?,
             instances: count("instances", instances)?,
         };
-        let exec = PyExec { run, descrs: Arc::default() };
-        Ok(PyBatcher { inner: Batcher::start(cfg, exec)? })
+        let exec = PyExec {
+            run,
+            descrs: Arc::default(),
+        };
+        Ok(PyBatcher {
+            inner: Batcher::start(cfg, exec)?,
+        })
     }
 
     /// A new mailbox for one event loop.
@@ -474,9 +544,21 @@ impl PyBatcher {
         with_timing: bool,
     ) -> PyResult<u64> {
         let (named, rows) = read_inputs(&self.inner.executor().descrs, inputs)?;
-        let reply = Reply::Async { mailbox: Arc::clone(&mailbox.get().inner), future, with_timing };
-        let job = Job { inputs: named, rows, reply };
-        Ok(self.inner.submit(job, self::priority(priority)?, micros("timeout_us", timeout_us)?)?)
+        let reply = Reply::Async {
+            mailbox: Arc::clone(&mailbox.get().inner),
+            future,
+            with_timing,
+        };
+        let job = Job {
+            inputs: named,
+            rows,
+            reply,
+        };
+        Ok(self.inner.submit(
+            job,
+            self::priority(priority)?,
+            micros("timeout_us", timeout_us)?,
+        )?)
     }
 
     /// Queue a request and wait for it with the interpreter released.
@@ -492,8 +574,16 @@ impl PyBatcher {
         let descrs = &self.inner.executor().descrs;
         let (named, rows) = read_inputs(descrs, inputs)?;
         let slot = Arc::new(Slot::default());
-        let job = Job { inputs: named, rows, reply: Reply::Sync(Arc::clone(&slot)) };
-        self.inner.submit(job, self::priority(priority)?, micros("timeout_us", timeout_us)?)?;
+        let job = Job {
+            inputs: named,
+            rows,
+            reply: Reply::Sync(Arc::clone(&slot)),
+        };
+        self.inner.submit(
+            job,
+            self::priority(priority)?,
+            micros("timeout_us", timeout_us)?,
+        )?;
         let outcome = py.detach(|| {
             let mut g = slot.outcome.lock().unwrap_or_else(|p| p.into_inner());
             loop {
@@ -546,7 +636,10 @@ impl PyBatcher {
     fn close(&self, py: Python<'_>, drain: bool, timeout_s: Option<f64>) -> PyResult<bool> {
         let timeout = match timeout_s {
             Some(t) if !(t >= 0.0 && t.is_finite()) => {
-                return Err(CoreError::invalid(format!("timeout_s must be a finite number >= 0, got {t}")).into())
+                return Err(CoreError::invalid(format!(
+                    "timeout_s must be a finite number >= 0, got {t}"
+                ))
+                .into())
             }
             t => t.map(Duration::from_secs_f64),
         };
