@@ -1,6 +1,7 @@
 """Type stubs of the Rust extension ``servekit._core``. Import from the wrappers, not from here."""
 
 from os import PathLike
+from typing import Any
 
 import numpy as np
 
@@ -66,3 +67,38 @@ class LatencySketch:
     def alpha(self) -> float: ...
     @property
     def state_bytes(self) -> int: ...
+# ---- batching (servekit.batching wraps these) ----
+
+class Mailbox:
+    def fileno(self) -> int: ...
+    def deliver(self) -> None: ...
+
+class Batcher:
+    def __init__(
+        self,
+        run: Any,
+        *,
+        max_batch_size: int,
+        max_queue_delay_us: int,
+        preferred_batch_sizes: list[int],
+        max_queue_size: int,
+        default_timeout_us: int,
+        priority_levels: int,
+        instances: int,
+    ) -> None: ...
+    def mailbox(self) -> Mailbox: ...
+    def submit(
+        self,
+        inputs: dict[str, Any],
+        mailbox: Mailbox,
+        future: Any,
+        priority: int,
+        timeout_us: int | None,
+        with_timing: bool,
+    ) -> int: ...
+    def infer_sync(
+        self, inputs: dict[str, Any], priority: int, timeout_us: int | None, with_timing: bool
+    ) -> Any: ...
+    def cancel(self, id: int) -> bool: ...
+    def stats(self) -> dict[str, Any]: ...
+    def close(self, drain: bool, timeout_s: float | None) -> bool: ...

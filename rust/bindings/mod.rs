@@ -1,5 +1,6 @@
 //! PyO3 binding layer: type conversion, interpreter release and error mapping only.
 
+mod batching;
 mod errors;
 mod hashing;
 mod telemetry;
@@ -12,5 +13,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     hashing::register(m)?;
     telemetry::register(m)?;
+    batching::register(m)?;
     Ok(())
 }
