@@ -1,8 +1,10 @@
 //! PyO3 binding layer: type conversion, interpreter release and error mapping only.
 
+mod batching;
 mod errors;
 mod hashing;
 mod registry;
+mod telemetry;
 
 pub use errors::enter;
 
@@ -12,5 +14,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     hashing::register(m)?;
     registry::register(m)?;
+    telemetry::register(m)?;
+    batching::register(m)?;
     Ok(())
 }

@@ -7,6 +7,7 @@ import click
 from servekit import __version__
 from servekit.cli._group import ServekitGroup
 from servekit.cli.demo import demo
+from servekit.cli.drift import drift
 from servekit.cli.hash import hash_command
 from servekit.cli.registry import registry
 
@@ -20,5 +21,6 @@ def main() -> None:
 main.add_command(hash_command)
 main.add_command(demo)
 main.add_command(registry)
+main.add_command(drift)
 
 __all__ = ["main"]
