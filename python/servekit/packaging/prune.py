@@ -11,6 +11,7 @@ each channel to its block of columns). The last layer keeps its outputs.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from typing import Any
 
@@ -149,7 +150,7 @@ def prune_structured(module: Any, sample: np.ndarray, *, amount: float = 0.5) ->
 
     kept_per_layer = []
     with torch.no_grad():
-        for layer, nxt in zip(layers[:-1], layers[1:], strict=True):
+        for layer, nxt in itertools.pairwise(layers):
             mod, next_mod = layer["module"], nxt["module"]
             if isinstance(mod, torch.nn.Linear) and not isinstance(next_mod, torch.nn.Linear):
                 raise UnsupportedModelError(
