@@ -7,7 +7,9 @@ import click
 from servekit import __version__
 from servekit.cli._group import ServekitGroup
 from servekit.cli.demo import demo
+from servekit.cli.edge import export, verify_bundle_command
 from servekit.cli.hash import hash_command
+from servekit.cli.package import package_command
 
 
 @click.group(cls=ServekitGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,5 +20,8 @@ def main() -> None:
 
 main.add_command(hash_command)
 main.add_command(demo)
+main.add_command(package_command)
+main.add_command(export)
+main.add_command(verify_bundle_command)
 
 __all__ = ["main"]
