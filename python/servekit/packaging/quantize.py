@@ -91,8 +91,8 @@ def quantize_int8_dynamic(src: Path, dst: Path) -> dict[str, Any]:
 
 
 class SampleCalibrationReader:
-    """ONNX Runtime CalibrationDataReader over the sample inputs, in batches, with a progress
-    bar."""
+    """ONNX Runtime CalibrationDataReader over the sample inputs in equal-sized batches (a
+    shorter remainder is left out), with a progress bar."""
 
     def __init__(self, inputs: np.ndarray, batch_size: int = 64, progress: bool = True) -> None:
         if not np.isfinite(inputs).all():
@@ -107,9 +107,12 @@ class SampleCalibrationReader:
     def _batches(self) -> Iterator[dict[str, np.ndarray]]:
         from tqdm import tqdm
 
-        starts = range(0, len(self._inputs), self._batch_size)
+        # Equal-sized batches: ONNX Runtime's histogram calibrators (Percentile, Entropy) stack
+        # the batches and fail on a shorter last one, so the remainder rows are left out.
+        size = min(self._batch_size, len(self._inputs))
+        starts = range(0, len(self._inputs) - size + 1, size)
         for start in tqdm(starts, desc="calibration", disable=not self._progress, leave=False):
-            yield {INPUT_NAME: self._inputs[start : start + self._batch_size]}
+            yield {INPUT_NAME: self._inputs[start : start + size]}
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         """The next batch as ``{"input": array}``, or None when the data is exhausted."""
