@@ -26,12 +26,36 @@ def export() -> None:
     help="Bundle file to write (.tar.gz).",
 )
 @click.option("--ort", is_flag=True, help="Also include ONNX Runtime's .ort form of the model.")
-def export_edge(ref: str, out: Path, ort: bool) -> None:
-    """Write an edge bundle for REF: a packaged variant directory (holding model.onnx)."""
+@click.option(
+    "--registry",
+    "registry",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Registry root (default: $SERVEKIT_HOME, else ~/.servekit).",
+)
+def export_edge(ref: str, out: Path, ort: bool, registry: Path | None) -> None:
+    """Write an edge bundle for REF: a registry reference (name, name:VERSION, name@ALIAS) of
+    an ONNX version, or a packaged variant directory holding model.onnx."""
     artifact = Path(ref)
-    if not artifact.is_dir():
-        raise InvalidArgumentError(f"{ref!r} is not a packaged variant directory")
-    signature, metadata = _artifact_description(artifact)
+    if artifact.is_dir():
+        signature, metadata = _artifact_description(artifact)
+    else:
+        from servekit.registry import Registry
+
+        version = Registry(registry).get(ref)
+        if version.format != "onnx":
+            raise InvalidArgumentError(
+                f"{version.ref} is a {version.format} model: edge bundles carry ONNX models only"
+            )
+        artifact = Registry(registry).artifact_path(ref)
+        signature = version.signature.to_dict() if version.signature else {}
+        metadata = {
+            "ref": version.ref,
+            "digest": version.digest,
+            "variant": version.variant,
+            "parent": version.parent,
+            "metrics": version.metrics,
+            **version.metadata,
+        }
     path = build_bundle(artifact, out, signature=signature, metadata=metadata, ort=ort)
     click.echo(f"wrote {path}")
 

@@ -145,6 +145,12 @@ def _load_array(path: Path, what: str) -> np.ndarray:
     help="scikit-learn: allow joblib/pickle model files. WARNING: loading a pickle runs "
     "arbitrary code; use only with files you trust (prefer .skops).",
 )
+@click.option(
+    "--registry",
+    "registry",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Register the fp32 export and every passing variant in this registry.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def package_command(
     model_file: str,
@@ -157,6 +163,7 @@ def package_command(
     calibration: str,
     state_dict: Path | None,
     allow_pickle: bool,
+    registry: Path | None,
     as_json: bool,
 ) -> None:
     """Package MODEL_FILE: a .skops file (sklearn; joblib/pickle with --allow-pickle), or for
@@ -173,6 +180,13 @@ def package_command(
     else:
         model = load_torch(model_file, state_dict)
     report = package(
-        model, x, labels=y, variants=kinds, name=name, out_dir=out, calibration=calibration
+        model,
+        x,
+        labels=y,
+        variants=kinds,
+        name=name,
+        out_dir=out,
+        calibration=calibration,
+        registry=registry,
     )
     click.echo(json.dumps(report.to_dict(), indent=1) if as_json else report.table())

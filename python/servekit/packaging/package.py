@@ -31,6 +31,7 @@ from servekit.packaging.export import (
 )
 from servekit.packaging.inputs import as_sample_array, check_labels, holdout_split
 from servekit.packaging.parity import ParityResult, Tolerance, compare, tolerances
+from servekit.packaging.register import open_registry, register_report
 from servekit.packaging.report import PackageReport, VariantResult
 from servekit.packaging.runtime import ort_session, run_onnx
 from servekit.packaging.sources import Source, make_source, torch_predict
@@ -181,6 +182,7 @@ def package(
         )
     if threads < 1:
         raise InvalidArgumentError(f"threads must be at least 1, got {threads}")
+    reg = open_registry(registry) if registry is not None else None
     x = as_sample_array(sample_inputs)
     y = check_labels(labels, len(x)) if labels is not None else None
     source = make_source(model, x, y)
@@ -227,11 +229,11 @@ def package(
     }
     for kind in kinds[1:]:
         results.append(_build(ctx, kind, root, tols[kind], profile, builders[kind]))
-    report = PackageReport(name, source.framework, source.task, root, results)
-    if registry is not None:
-        from servekit.packaging.register import register_report
-
-        register_report(registry, report, force=force)
+    report = PackageReport(
+        name, source.framework, source.task, root, results, type(model).__qualname__
+    )
+    if reg is not None:
+        register_report(reg, report, force=force)
     return report
 
 

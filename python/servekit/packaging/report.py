@@ -60,6 +60,7 @@ class PackageReport:
     task: str
     out_dir: Path
     variants: list[VariantResult]
+    model_type: str = ""
 
     def variant(self, kind: str) -> VariantResult:
         """The result for ``kind``; InvalidArgumentError if it was not requested."""
@@ -80,6 +81,7 @@ class PackageReport:
             "name": self.name,
             "framework": self.framework,
             "task": self.task,
+            "model_type": self.model_type,
             "out_dir": str(self.out_dir),
             "variants": [v.to_dict() for v in self.variants],
         }
