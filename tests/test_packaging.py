@@ -53,9 +53,7 @@ def _train(net, x, y, epochs=60):
 def torch_mlp(digits):
     x, y = digits
     torch.manual_seed(0)
-    net = torch.nn.Sequential(
-        torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)
-    )
+    net = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
     return _train(net, x, y)
 
 
@@ -106,8 +104,13 @@ def test_sklearn_logistic_regression_exports_with_parity_and_reports_quantizatio
     x = x.astype(np.float32)
     model = LogisticRegression(max_iter=500).fit(x, y)
     report = package(
-        model, x, labels=y, variants="onnx,int8-dynamic,int8-static,fp16,pruned", name="iris",
-        out_dir=tmp_path, **QUIET,
+        model,
+        x,
+        labels=y,
+        variants="onnx,int8-dynamic,int8-static,fp16,pruned",
+        name="iris",
+        out_dir=tmp_path,
+        **QUIET,
     )
     fp32 = report.variant("fp32")
     assert fp32.status == "passed"
@@ -147,9 +150,15 @@ def test_sklearn_mlp_int8_variants_and_distillation(digits, tmp_path):
     x, y = digits
     mlp = MLPClassifier((64,), max_iter=60, random_state=0).fit(x, y)
     report = package(
-        mlp, x, labels=y, variants="onnx,int8-dynamic,int8-static,fp16,distilled",
-        name="skl-mlp", out_dir=tmp_path, student_width_fraction=1.0,
-        distillation=KDConfig(epochs=40), **QUIET,
+        mlp,
+        x,
+        labels=y,
+        variants="onnx,int8-dynamic,int8-static,fp16,distilled",
+        name="skl-mlp",
+        out_dir=tmp_path,
+        student_width_fraction=1.0,
+        distillation=KDConfig(epochs=40),
+        **QUIET,
     )
     assert report.variant("int8-dynamic").status == "passed", report.table()
     assert report.variant("int8-static").status == "passed", report.table()
@@ -172,15 +181,23 @@ def test_opset_duplicates_are_normalised():
         ],
     )
     normalise_opsets(model)
-    assert sorted((o.domain, o.version) for o in model.opset_import) == [("", 17), ("ai.onnx.ml", 1)]
+    assert sorted((o.domain, o.version) for o in model.opset_import) == [
+        ("", 17),
+        ("ai.onnx.ml", 1),
+    ]
 
 
 def test_sklearn_regressor_output_is_prediction_with_r2(tmp_path):
-    x, y = load_breast_cancer(return_X_y=True)
+    x, _y = load_breast_cancer(return_X_y=True)
     x, target = x[:, 1:].astype(np.float32), x[:, 0].astype(np.float64)
     report = package(
-        LinearRegression().fit(x, target), x, labels=target, variants="onnx", name="reg",
-        out_dir=tmp_path, **QUIET,
+        LinearRegression().fit(x, target),
+        x,
+        labels=target,
+        variants="onnx",
+        name="reg",
+        out_dir=tmp_path,
+        **QUIET,
     )
     fp32 = report.variant("fp32")
     assert fp32.signature.output_names == ["prediction"]
@@ -194,7 +211,13 @@ def test_sklearn_regressor_output_is_prediction_with_r2(tmp_path):
 def test_torch_variants_all_pass_and_int8_shrinks(torch_report, torch_mlp):
     report = torch_report
     assert [v.kind for v in report.variants] == [
-        "fp32", "int8-dynamic", "int8-static", "fp16", "torchscript", "pruned", "distilled"
+        "fp32",
+        "int8-dynamic",
+        "int8-static",
+        "fp16",
+        "torchscript",
+        "pruned",
+        "distilled",
     ]
     for v in report.variants:
         assert v.status == "passed", report.table()
@@ -236,8 +259,15 @@ def test_cnn_package_with_static_int8_percentile(torch_cnn, digits, tmp_path):
     x, y = digits
     images = x.reshape(-1, 1, 8, 8)
     report = package(
-        torch_cnn, images[:600], labels=y[:600], variants="onnx,int8-static,pruned",
-        name="cnn", out_dir=tmp_path, calibration="percentile", fine_tune_epochs=5, **QUIET,
+        torch_cnn,
+        images[:600],
+        labels=y[:600],
+        variants="onnx,int8-static,pruned",
+        name="cnn",
+        out_dir=tmp_path,
+        calibration="percentile",
+        fine_tune_epochs=5,
+        **QUIET,
     )
     assert report.variant("fp32").signature.inputs[0].shape == (-1, 1, 8, 8)
     static = report.variant("int8-static")
@@ -251,12 +281,14 @@ def test_cnn_package_with_static_int8_percentile(torch_cnn, digits, tmp_path):
 
 def test_unsupported_layer_is_named(digits, tmp_path):
     x, y = digits
-    net = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.LayerNorm(16),
-                              torch.nn.Linear(16, 10))
+    net = torch.nn.Sequential(
+        torch.nn.Linear(64, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 10)
+    )
     with pytest.raises(UnsupportedModelError, match="LayerNorm"):
         prune_structured(net, x[:4])
-    report = package(net, x[:64], labels=y[:64], variants="onnx,pruned", name="ln",
-                     out_dir=tmp_path, **QUIET)
+    report = package(
+        net, x[:64], labels=y[:64], variants="onnx,pruned", name="ln", out_dir=tmp_path, **QUIET
+    )
     assert report.variant("pruned").status == "not-applicable"
     assert "LayerNorm" in report.variant("pruned").reason
 
@@ -264,8 +296,14 @@ def test_unsupported_layer_is_named(digits, tmp_path):
 def test_tight_tolerance_marks_variant_failed(torch_mlp, digits, tmp_path):
     x, y = digits
     report = package(
-        torch_mlp, x[:300], labels=y[:300], variants="onnx,int8-dynamic", name="tight",
-        out_dir=tmp_path, tolerance={"int8-dynamic": Tolerance(max_abs=1e-9)}, **QUIET,
+        torch_mlp,
+        x[:300],
+        labels=y[:300],
+        variants="onnx,int8-dynamic",
+        name="tight",
+        out_dir=tmp_path,
+        tolerance={"int8-dynamic": Tolerance(max_abs=1e-9)},
+        **QUIET,
     )
     v = report.variant("int8-dynamic")
     assert v.status == "failed"

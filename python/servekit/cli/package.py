@@ -15,11 +15,12 @@ from servekit.errors import InvalidArgumentError
 _PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 
 
-def load_sklearn(path: Path, allow_pickle: bool) -> Any:
+def load_sklearn(path: Path, allow_pickle: bool, trusted: tuple[str, ...] = ()) -> Any:
     """Load a scikit-learn model: skops files safely, joblib/pickle only with ``allow_pickle``.
 
     Raises InvalidArgumentError for a missing file, a pickle without ``allow_pickle``, a skops
-    file holding types outside skops' trusted defaults (listed), or an unknown extension.
+    file holding types outside skops' trusted defaults and ``trusted`` (listed), or an unknown
+    extension.
     """
     if not path.is_file():
         raise InvalidArgumentError(f"model file {str(path)!r} does not exist")
@@ -30,12 +31,13 @@ def load_sklearn(path: Path, allow_pickle: bool) -> Any:
             untrusted = skops.io.get_untrusted_types(file=path)
         except Exception as exc:  # skops raises zipfile/JSON errors for other files
             raise InvalidArgumentError(f"{str(path)!r} is not a skops file: {exc}") from None
-        if untrusted:
+        unknown = [t for t in untrusted if t not in trusted]
+        if unknown:
             raise InvalidArgumentError(
                 f"{str(path)!r} holds types skops does not trust by default: "
-                f"{', '.join(untrusted)}; re-save the model with standard scikit-learn types"
+                f"{', '.join(unknown)}; pass --trust TYPE for each one you trust"
             )
-        return skops.io.load(path)
+        return skops.io.load(path, trusted=list(untrusted))
     if path.suffix in _PICKLE_SUFFIXES:
         if not allow_pickle:
             raise InvalidArgumentError(
@@ -146,6 +148,12 @@ def _load_array(path: Path, what: str) -> np.ndarray:
     "arbitrary code; use only with files you trust (prefer .skops).",
 )
 @click.option(
+    "--trust",
+    "trust",
+    multiple=True,
+    help="scikit-learn .skops: a type to trust beyond skops' defaults (repeatable).",
+)
+@click.option(
     "--registry",
     "registry",
     type=click.Path(file_okay=False, path_type=Path),
@@ -163,6 +171,7 @@ def package_command(
     calibration: str,
     state_dict: Path | None,
     allow_pickle: bool,
+    trust: tuple[str, ...],
     registry: Path | None,
     as_json: bool,
 ) -> None:
@@ -176,7 +185,7 @@ def package_command(
     if framework == "sklearn":
         if state_dict is not None:
             raise InvalidArgumentError("--state-dict is for torch models")
-        model = load_sklearn(Path(model_file), allow_pickle)
+        model = load_sklearn(Path(model_file), allow_pickle, trust)
     else:
         model = load_torch(model_file, state_dict)
     report = package(

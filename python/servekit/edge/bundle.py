@@ -93,7 +93,8 @@ def build_bundle(
                     tar.add(payload / entry.path, arcname=f"{PAYLOAD}/{entry.path}")
             os.replace(partial, out_path)
         except OSError as exc:
-            partial.unlink(missing_ok=True)
+            if partial.is_file():
+                partial.unlink()
             raise StorageError(
                 f"cannot write bundle {os.fspath(out_path)!r}: {exc.strerror or exc}"
             ) from None
@@ -108,9 +109,9 @@ def _convert_to_ort(model: Path) -> None:
             sys.executable,
             "-m",
             "onnxruntime.tools.convert_onnx_models_to_ort",
+            os.fspath(model),
             "--optimization_style",
             "Fixed",
-            os.fspath(model),
         ],
         capture_output=True,
         text=True,
