@@ -412,3 +412,14 @@ def test_signature_from_exported_graph(torch_report):
         "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}],
         "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}],
     }
+
+
+def test_packaging_imports_without_loading_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, servekit.packaging; print('torch' in sys.modules)"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert proc.stdout.strip() == "False"
