@@ -154,8 +154,9 @@ def package(
     calibration, fine-tuning, distillation (the train part) and parity checks (the held-out
     ``holdout`` share). ``labels`` (integer: classification, float: regression) add accuracy or
     R^2. Each variant is a directory ``<out_dir>/<name>-XXXX/<kind>/`` holding ``model.onnx``
-    (``model.pt`` for torchscript), ``reference_profile.json`` (inputs and the source's
-    predictions over all sample rows) and ``parity.json``. Variants outside their ``tolerance``
+    (``model.pt`` for torchscript), ``reference_profile.json`` (inputs, flattened to rows x
+    features for N-D inputs, and the source's predicted classes or scores over all sample rows)
+    and ``parity.json``. Variants outside their ``tolerance``
     (see parity.DEFAULT_TOLERANCES) are ``failed``; those that do not apply are reported
     ``not-applicable`` with the reason. With a ``registry``, the fp32 export and every passing
     variant (failed ones too when ``force``) are registered, parent = the fp32 export, after
