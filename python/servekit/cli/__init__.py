@@ -11,6 +11,7 @@ from servekit.cli.drift import drift
 from servekit.cli.edge import export, verify_bundle_command
 from servekit.cli.hash import hash_command
 from servekit.cli.package import package_command
+from servekit.cli.promote import promote_command
 from servekit.cli.registry import registry
 
 
@@ -27,5 +28,6 @@ main.add_command(drift)
 main.add_command(package_command)
 main.add_command(export)
 main.add_command(verify_bundle_command)
+main.add_command(promote_command)
 
 __all__ = ["main"]

@@ -1,0 +1,105 @@
+"""Promotion of a registry version to an alias, only through explicit gates.
+
+Every promotion is recorded in the registry's append-only alias audit log: ``promote`` when
+every gate passed (the reason lists the gates), ``force`` when an operator overrode failing or
+missing gates (a reason is then required).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from servekit.bench.gates import Gate, GateResult, evaluate, parse_gate
+from servekit.errors import InvalidArgumentError, NotFoundError, ServekitError
+from servekit.registry import AliasEvent, ModelVersion, Registry
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    """The gates evaluated for one candidate, and the alias event if it was promoted."""
+
+    candidate: ModelVersion
+    alias: str
+    gates: list[GateResult]
+    event: AliasEvent | None
+    forced: bool = False
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.gates) and all(g.passed for g in self.gates)
+
+    def table(self) -> str:
+        """One row per gate: the expression, both sides' values and the verdict."""
+        rows = [("gate", "left", "right", "verdict")]
+        for g in self.gates:
+            rows.append(
+                (
+                    g.gate.text,
+                    "-" if g.left is None else f"{g.left:.6g}",
+                    "-" if g.right is None else f"{g.right:.6g}",
+                    "pass" if g.passed else f"FAIL {g.message}".rstrip(),
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        return "\n".join(
+            "  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=True)) + "  " + r[3]
+            for r in rows
+        )
+
+
+class PromotionRefused(ServekitError):
+    """A gate failed and the promotion was not forced; ``result`` holds every gate's verdict."""
+
+    def __init__(self, result: PromotionResult) -> None:
+        failed = [g.gate.text for g in result.gates if not g.passed]
+        super().__init__(
+            f"promotion of {result.candidate.ref} to {result.alias!r} refused: "
+            f"{len(failed)} of {len(result.gates)} gates failed ({'; '.join(failed)})"
+        )
+        self.result = result
+
+
+def promote(
+    registry: Registry,
+    ref: str,
+    alias: str,
+    gates: Sequence[str | Gate] = (),
+    *,
+    force: bool = False,
+    reason: str | None = None,
+    actor: str | None = None,
+) -> PromotionResult:
+    """Point ``alias`` at the version ``ref`` resolves to if every gate passes.
+
+    Gates read the candidate's metrics and, through ``ALIAS.metric``, those of the version an
+    alias points to now. Returns the PromotionResult with the recorded event. Raises
+    PromotionRefused when a gate fails (nothing changes), InvalidArgumentError when no gate is
+    given without ``force`` or ``force`` comes without a ``reason``, and the registry's errors
+    for an unknown reference or alias name.
+    """
+    parsed = [g if isinstance(g, Gate) else parse_gate(g) for g in gates]
+    if force and not (reason and reason.strip()):
+        raise InvalidArgumentError("--force needs --reason: say why the gates are overridden")
+    if not parsed and not force:
+        raise InvalidArgumentError(
+            "no gates given: promote needs at least one gate (--gate EXPR or --gates-file), "
+            "or --force with --reason"
+        )
+    candidate = registry.get(ref)
+    scopes: dict[str | None, dict[str, float]] = {None: candidate.metrics}
+    for name in sorted({a for g in parsed for a in g.aliases}):
+        # An alias that points nowhere stays out: evaluate() fails its gates, naming it.
+        with contextlib.suppress(NotFoundError):
+            scopes[name] = registry.get(f"{candidate.name}@{name}").metrics
+    results = [evaluate(g, scopes) for g in parsed]
+    draft = PromotionResult(candidate, alias, results, None)
+    if draft.passed:
+        why = reason or "gates passed: " + "; ".join(g.text for g in parsed)
+        event = registry.set_alias(candidate.ref, alias, reason=why, actor=actor, action="promote")
+        return PromotionResult(candidate, alias, results, event)
+    if not force:
+        raise PromotionRefused(draft)
+    event = registry.set_alias(candidate.ref, alias, reason=reason, actor=actor, action="force")
+    return PromotionResult(candidate, alias, results, event, forced=True)
