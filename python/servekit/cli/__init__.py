@@ -8,6 +8,7 @@ from servekit import __version__
 from servekit.cli._group import ServekitGroup
 from servekit.cli.demo import demo
 from servekit.cli.hash import hash_command
+from servekit.cli.serve import serve_command
 
 
 @click.group(cls=ServekitGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,5 +19,6 @@ def main() -> None:
 
 main.add_command(hash_command)
 main.add_command(demo)
+main.add_command(serve_command)
 
 __all__ = ["main"]

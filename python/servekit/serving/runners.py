@@ -84,6 +84,9 @@ class OnnxRunner:
         self.device = device
         self.providers = self._session.get_providers()
         self._output_names = [o.name for o in self._session.get_outputs()]
+        self._string_inputs = [
+            i.name for i in self._session.get_inputs() if i.type == "tensor(string)"
+        ]
 
     def signature(self) -> Signature:
         """The session's inputs and outputs (dynamic dimensions as -1)."""
@@ -101,12 +104,35 @@ class OnnxRunner:
         return Signature(specs(self._session.get_inputs()), specs(self._session.get_outputs()))
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the model; return every output by name. Raises InferenceError on failure."""
+        """Run the model; return every output by name.
+
+        Raises InvalidArgumentError for BYTES input that is not UTF-8 (ONNX Runtime string
+        tensors take Python strings), InferenceError when the model fails.
+        """
+        if self._string_inputs:
+            inputs = dict(inputs)
+            for name in self._string_inputs:
+                if name in inputs:
+                    inputs[name] = _as_strings(name, inputs[name])
         try:
             outputs = self._session.run(self._output_names, inputs)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise InferenceError(f"onnxruntime: {exc}") from None
         return dict(zip(self._output_names, outputs, strict=True))
+
+
+def _as_strings(name: str, arr: np.ndarray) -> np.ndarray:
+    out = np.empty(arr.shape, dtype=object)
+    flat_in, flat_out = arr.reshape(-1), out.reshape(-1)
+    for i, item in enumerate(flat_in):
+        try:
+            flat_out[i] = item.decode() if isinstance(item, bytes) else str(item)
+        except UnicodeDecodeError:
+            raise InvalidArgumentError(
+                f"input '{name}': BYTES element {i} is not UTF-8, which ONNX Runtime string "
+                "tensors need"
+            ) from None
+    return out
 
 
 class TorchScriptRunner:

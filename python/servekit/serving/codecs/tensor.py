@@ -159,6 +159,10 @@ def _numeric_from_json(name: str, datatype: str, data: list[Any]) -> np.ndarray:
         return raw.astype(WIRE_DTYPES[datatype])
     kind = raw.dtype.kind
     target = WIRE_DTYPES[datatype]
+    if target.kind in "iu" and kind in "fO":
+        # numpy infers float64 (or object) for integers beyond int64, e.g. UINT64 maxima.
+        raw = _exact_integers(name, datatype, data, target, raw)
+        kind = raw.dtype.kind
     allowed = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}[target.kind]
     if kind not in allowed:
         found = {"b": "booleans", "i": "integers", "u": "integers", "f": "floats"}.get(
@@ -174,6 +178,22 @@ def _numeric_from_json(name: str, datatype: str, data: list[Any]) -> np.ndarray:
                 f"input '{name}': value {bad} is out of range for {datatype}"
             )
     return raw.astype(target, copy=False)
+
+
+def _exact_integers(
+    name: str, datatype: str, data: list[Any], target: np.dtype[Any], raw: np.ndarray
+) -> np.ndarray:
+    try:
+        exact = np.array(data, dtype=target)
+    except OverflowError:
+        raise InvalidArgumentError(
+            f"input '{name}': a value is out of range for {datatype}"
+        ) from None
+    except (ValueError, TypeError) as exc:
+        raise InvalidArgumentError(f"input '{name}': malformed {datatype} data: {exc}") from None
+    if raw.dtype.kind == "f" and not np.array_equal(exact.astype(np.float64), raw):
+        raise InvalidArgumentError(f"input '{name}': {datatype} data holds floats")
+    return exact
 
 
 def _bytes_from_json(name: str, data: list[Any]) -> np.ndarray:
