@@ -174,3 +174,41 @@ def start_server(*args: str, timeout: float = 60) -> ServerProcess:
             return ServerProcess(
                 proc, line.strip().removeprefix("servekit: serving on http://"), err
             )
+
+
+def slow_model(iterations: int) -> onnx.ModelProto:
+    """``y = x + iterations`` on FP32 [-1, 4], computed by a Loop of that many Adds (slow)."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond"], ["cond_out"]),
+            helper.make_node("Add", ["v", "one"], ["v_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v", TensorProto.FLOAT, ["n", 4]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_out", TensorProto.FLOAT, ["n", 4]),
+        ],
+        [helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["trips", "keep_going", "x"], ["y"], body=body)],
+        "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+        [
+            helper.make_tensor("trips", TensorProto.INT64, [], [iterations]),
+            helper.make_tensor("keep_going", TensorProto.BOOL, [], [True]),
+        ],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def write_slow_model(root: Path, name: str, iterations: int, extra: str = "") -> None:
+    """A repository entry ``name`` running :func:`slow_model` (max_batch_size 8)."""
+    _save(slow_model(iterations), root / name / "1" / "model.onnx")
+    (root / name / "config.pbtxt").write_text(ADD_CONFIG.format(name=name, extra=extra))

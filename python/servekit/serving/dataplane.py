@@ -22,7 +22,7 @@ from servekit.serving.codecs import (
     decode_request,
     encode_response,
 )
-from servekit.serving.config import config_to_dict, parse_json_config
+from servekit.serving.config import config_to_dict, parse_json_config, validate_config
 from servekit.serving.model import ServedModel
 from servekit.serving.repository import ModelEntry, ModelRepository, close_entry
 
@@ -102,8 +102,13 @@ class DataPlane:
         Raises InvalidArgumentError naming the model if a config.pbtxt is invalid (startup
         must fail); models whose artifacts fail to load are recorded as unavailable.
         """
+        names = self.repository.model_names()
+        for name in names:  # every configuration first: a bad one fails before any loading
+            config = self.repository.read_config(name)
+            if config is not None:
+                validate_config(config)
         entries = []
-        for name in self.repository.model_names():
+        for name in names:
             entry = await asyncio.to_thread(self.repository.build, name)
             self.repository.install(entry)
             entries.append(entry)
