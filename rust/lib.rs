@@ -4,9 +4,11 @@
 //! exercises them directly. [`bindings`] is the thin PyO3 layer that converts types, releases
 //! the interpreter around long calls and maps [`error::CoreError`] to Python exceptions.
 
+pub mod batching;
 pub mod bindings;
 pub mod error;
 pub mod hashing;
+pub mod telemetry;
 
 use pyo3::prelude::*;
 

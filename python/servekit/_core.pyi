@@ -1,6 +1,9 @@
 """Type stubs of the Rust extension ``servekit._core``. Import from the wrappers, not from here."""
 
 from os import PathLike
+from typing import Any
+
+import numpy as np
 
 __version__: str
 
@@ -25,3 +28,77 @@ def digest_tree(
 def verify_tree(
     path: str | PathLike[str], manifest: list[_Entry]
 ) -> tuple[list[str], list[str], list[str]]: ...
+
+# --- telemetry (rust/bindings/telemetry.rs) ---
+
+_ColumnStats = tuple[int, float, float, float, float] | None
+
+def telemetry_clock_ns() -> int: ...
+
+class DriftWindow:
+    def __init__(
+        self,
+        columns: list[tuple[str, list[float]]],
+        reference: list[list[float]],
+        reference_rows: int,
+        *,
+        rows: int | None = None,
+        seconds: float | None = None,
+        buckets: int = 12,
+    ) -> None: ...
+    def record(self, data: np.ndarray, now_ns: int | None = None) -> None: ...
+    def statistics(self, now_ns: int | None = None) -> tuple[int, int, list[_ColumnStats]]: ...
+    def counts(self, column: int) -> list[int]: ...
+    def clear(self) -> None: ...
+    @property
+    def columns(self) -> int: ...
+    @property
+    def rows(self) -> int: ...
+    @property
+    def state_bytes(self) -> int: ...
+
+class LatencySketch:
+    def __init__(self, alpha: float = 0.01, seconds: float = 60.0, slots: int = 12) -> None: ...
+    def record(self, seconds: float, now_ns: int | None = None) -> None: ...
+    def quantiles(
+        self, qs: list[float], now_ns: int | None = None
+    ) -> tuple[int, list[float | None]]: ...
+    @property
+    def alpha(self) -> float: ...
+    @property
+    def state_bytes(self) -> int: ...
+# ---- batching (servekit.batching wraps these) ----
+
+class Mailbox:
+    def fileno(self) -> int: ...
+    def deliver(self) -> None: ...
+
+class Batcher:
+    def __init__(
+        self,
+        run: Any,
+        *,
+        max_batch_size: int,
+        max_queue_delay_us: int,
+        preferred_batch_sizes: list[int],
+        max_queue_size: int,
+        default_timeout_us: int,
+        priority_levels: int,
+        instances: int,
+    ) -> None: ...
+    def mailbox(self) -> Mailbox: ...
+    def submit(
+        self,
+        inputs: dict[str, Any],
+        mailbox: Mailbox,
+        future: Any,
+        priority: int,
+        timeout_us: int | None,
+        with_timing: bool,
+    ) -> int: ...
+    def infer_sync(
+        self, inputs: dict[str, Any], priority: int, timeout_us: int | None, with_timing: bool
+    ) -> Any: ...
+    def cancel(self, id: int) -> bool: ...
+    def stats(self) -> dict[str, Any]: ...
+    def close(self, drain: bool, timeout_s: float | None) -> bool: ...

@@ -1,7 +1,9 @@
 //! PyO3 binding layer: type conversion, interpreter release and error mapping only.
 
+mod batching;
 mod errors;
 mod hashing;
+mod telemetry;
 
 pub use errors::enter;
 
@@ -10,5 +12,7 @@ use pyo3::prelude::*;
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     hashing::register(m)?;
+    telemetry::register(m)?;
+    batching::register(m)?;
     Ok(())
 }

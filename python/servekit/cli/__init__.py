@@ -7,6 +7,7 @@ import click
 from servekit import __version__
 from servekit.cli._group import ServekitGroup
 from servekit.cli.demo import demo
+from servekit.cli.drift import drift
 from servekit.cli.hash import hash_command
 from servekit.cli.serve import serve_command
 
@@ -19,6 +20,7 @@ def main() -> None:
 
 main.add_command(hash_command)
 main.add_command(demo)
+main.add_command(drift)
 main.add_command(serve_command)
 
 __all__ = ["main"]

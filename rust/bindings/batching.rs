@@ -1,0 +1,654 @@
+//! Bindings of [`crate::batching`]: numpy arrays in and out of Rust-owned tensors, the Python
+//! runner as the batch executor, and delivery to asyncio futures or blocked threads.
+//!
+//! Interpreter use per batch: instance threads concatenate without it, attach once to wrap the
+//! batch inputs (zero-copy) and call `runner.run`, then split the outputs without it. Results
+//! for asyncio callers go to the caller loop's [`Mailbox`]; the loop wraps them into arrays
+//! (zero-copy) and resolves the futures, so delivering needs no second attach here.
+
+use crate::batching::tensor::{self, DType, Tensor};
+use crate::batching::{Batcher, Config, Done, Executor, Mailbox, Payload, Timing};
+use crate::error::{CoreError, CoreResult};
+use numpy::npyffi::{self, NpyTypes, NPY_ARRAY_WRITEABLE, PY_ARRAY_API};
+use numpy::{PyArray1, PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use pyo3::IntoPyObjectExt;
+use std::os::raw::c_int;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// Named tensors sharing one name list (outputs of a batch, or one request's inputs).
+struct Named {
+    names: Arc<[String]>,
+    tensors: Vec<Tensor>,
+}
+
+type Outcome = (CoreResult<Named>, Timing);
+
+/// Where a finished request goes.
+enum Reply {
+    /// A thread blocked in `infer_sync`.
+    Sync(Arc<Slot>),
+    /// An asyncio future, resolved on its loop through the loop's mailbox.
+    Async {
+        mailbox: Arc<Mailbox<Delivery>>,
+        future: Py<PyAny>,
+        with_timing: bool,
+    },
+}
+
+#[derive(Default)]
+struct Slot {
+    outcome: Mutex<Option<Outcome>>,
+    ready: Condvar,
+}
+
+struct Delivery {
+    future: Py<PyAny>,
+    outcome: Outcome,
+    with_timing: bool,
+}
+
+struct Job {
+    inputs: Named,
+    rows: usize,
+    reply: Reply,
+}
+
+impl Payload for Job {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn batches_with(&self, other: &Self) -> bool {
+        self.inputs.names == other.inputs.names
+            && self
+                .inputs
+                .tensors
+                .iter()
+                .zip(&other.inputs.tensors)
+                .all(|(a, b)| a.dtype == b.dtype && a.inner_shape() == b.inner_shape())
+    }
+}
+
+/// numpy dtype descriptors seen so far, by type number, to rebuild arrays from tensors.
+#[derive(Default)]
+struct Descrs(Mutex<Vec<(i32, Py<PyArrayDescr>)>>);
+
+impl Descrs {
+    fn remember(&self, descr: &Bound<'_, PyArrayDescr>) -> DType {
+        let num = descr.num();
+        let mut known = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !known.iter().any(|(n, _)| *n == num) {
+            known.push((num, descr.clone().unbind()));
+        }
+        DType {
+            num,
+            itemsize: descr.itemsize(),
+        }
+    }
+
+    fn get<'py>(&self, py: Python<'py>, dtype: DType) -> PyResult<Bound<'py, PyArrayDescr>> {
+        let known = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        known
+            .iter()
+            .find(|(n, _)| *n == dtype.num)
+            .map(|(_, d)| d.bind(py).clone())
+            .ok_or_else(|| PyException::new_err(format!("unknown dtype number {}", dtype.num)))
+    }
+}
+
+/// Copy one numpy array (or anything `numpy.asarray` accepts) into a tensor. `what` names it
+/// in errors, e.g. "input 'x'".
+fn to_tensor(descrs: &Descrs, what: &str, value: &Bound<'_, PyAny>) -> CoreResult<Tensor> {
+    let py = value.py();
+    let converted;
+    let mut arr = match value.cast::<PyUntypedArray>() {
+        Ok(a) => a.clone(),
+        Err(_) => {
+            converted = numpy_asarray(py, value)
+                .map_err(|e| CoreError::invalid(format!("{what} is not an array: {e}")))?;
+            converted
+                .cast_into::<PyUntypedArray>()
+                .map_err(|_| CoreError::invalid(format!("{what} is not an array")))?
+        }
+    };
+    let descr = arr.dtype();
+    if !matches!(descr.kind(), b'b' | b'i' | b'u' | b'f' | b'c') {
+        return Err(CoreError::invalid(format!(
+            "{what} has dtype {}; batching handles bool, integer, float and complex arrays",
+            descr.str().map(|s| s.to_string()).unwrap_or_default()
+        )));
+    }
+    if descr.is_native_byteorder() == Some(false) {
+        return Err(CoreError::invalid(format!(
+            "{what} is not in native byte order"
+        )));
+    }
+    if arr.ndim() == 0 {
+        return Err(CoreError::invalid(format!(
+            "{what} is a 0-d array; inputs need a batch dimension first"
+        )));
+    }
+    if !arr.is_c_contiguous() {
+        arr = arr
+            .call_method0("copy")
+            .and_then(|c| Ok(c.cast_into::<PyUntypedArray>()?))
+            .map_err(|e| CoreError::invalid(format!("{what}: cannot make it contiguous: {e}")))?;
+    }
+    let dtype = descrs.remember(&descr);
+    let shape = arr.shape().to_vec();
+    let len = shape.iter().product::<usize>() * dtype.itemsize;
+    // SAFETY: a C-contiguous array of this shape and item size holds `len` bytes at `data`;
+    // the interpreter is held, so it cannot be freed or resized while we copy.
+    let data = unsafe {
+        let ptr = (*arr.as_array_ptr()).fields.data as *const u8;
+        if len == 0 {
+            Vec::new()
+        } else {
+            std::slice::from_raw_parts(ptr, len).to_vec()
+        }
+    };
+    Tensor::new(dtype, shape, data)
+}
+
+fn numpy_asarray<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    py.import("numpy")?.getattr("asarray")?.call1((value,))
+}
+
+/// Wrap a tensor as a numpy array without copying: the array views the tensor's buffer, owned
+/// by a uint8 array set as its base.
+fn to_array<'py>(py: Python<'py>, descrs: &Descrs, t: Tensor) -> PyResult<Bound<'py, PyAny>> {
+    let descr = descrs.get(py, t.dtype)?;
+    let mut dims: Vec<npyffi::npy_intp> = t.shape.iter().map(|&d| d as npyffi::npy_intp).collect();
+    let base = PyArray1::<u8>::from_vec(py, t.data);
+    // SAFETY: standard numpy C-API use. `NewFromDescr` steals the descriptor reference and
+    // views `data`, which `base` owns; `SetBaseObject` steals `base` (also on failure), which
+    // keeps the buffer alive for as long as the new array.
+    unsafe {
+        let data = (*base.as_array_ptr()).fields.data;
+        let arr = PY_ARRAY_API.PyArray_NewFromDescr(
+            py,
+            npyffi::get_type_object(py, NpyTypes::PyArray_Type),
+            descr.into_ptr() as *mut npyffi::PyArray_Descr,
+            dims.len() as c_int,
+            dims.as_mut_ptr(),
+            std::ptr::null_mut(),
+            data as *mut std::ffi::c_void,
+            NPY_ARRAY_WRITEABLE,
+            std::ptr::null_mut(),
+        );
+        if arr.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        let arr = Bound::from_owned_ptr(py, arr);
+        if PY_ARRAY_API.PyArray_SetBaseObject(
+            py,
+            arr.as_ptr() as *mut npyffi::PyArrayObject,
+            base.into_ptr(),
+        ) < 0
+        {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(arr)
+    }
+}
+
+fn to_dict<'py>(py: Python<'py>, descrs: &Descrs, named: Named) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for (name, t) in named.names.iter().zip(named.tensors) {
+        dict.set_item(name, to_array(py, descrs, t)?)?;
+    }
+    Ok(dict)
+}
+
+/// Read a request's inputs: names sorted, one tensor each, all with the same rows.
+fn read_inputs(descrs: &Descrs, inputs: &Bound<'_, PyDict>) -> CoreResult<(Named, usize)> {
+    if inputs.is_empty() {
+        return Err(CoreError::invalid("a request needs at least one input"));
+    }
+    let mut items = Vec::with_capacity(inputs.len());
+    for (k, v) in inputs.iter() {
+        let name: String = k
+            .extract()
+            .map_err(|_| CoreError::invalid(format!("input names must be strings, got {k}")))?;
+        let t = to_tensor(descrs, &format!("input '{name}'"), &v)?;
+        items.push((name, t));
+    }
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    let rows = items[0].1.rows();
+    if let Some((name, t)) = items.iter().find(|(_, t)| t.rows() != rows) {
+        return Err(CoreError::invalid(format!(
+            "input '{name}' has {} rows but input '{}' has {rows}; the inputs of one request share the batch dimension",
+            t.rows(),
+            items[0].0
+        )));
+    }
+    let (names, tensors): (Vec<String>, Vec<Tensor>) = items.into_iter().unzip();
+    Ok((
+        Named {
+            names: names.into(),
+            tensors,
+        },
+        rows,
+    ))
+}
+
+struct PyExec {
+    run: Py<PyAny>,
+    descrs: Arc<Descrs>,
+}
+
+/// A batch output read from the runner: kept alive by `owner` while it is split detached.
+struct RawOutput {
+    dtype: DType,
+    shape: Vec<usize>,
+    data: *const u8,
+    len: usize,
+    _owner: Py<PyAny>,
+}
+
+// SAFETY: `data` points into the array held by `_owner`, which nothing else mutates (the
+// runner handed it over) and which lives until this value is dropped.
+unsafe impl Send for RawOutput {}
+
+fn model_error(py: Python<'_>, err: PyErr) -> CoreError {
+    let name = err
+        .get_type(py)
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "Exception".into());
+    CoreError::Inference(format!("{name}: {}", err.value(py)))
+}
+
+impl PyExec {
+    fn call_runner(&self, batch: Named, rows: usize) -> CoreResult<(Vec<String>, Vec<RawOutput>)> {
+        Python::attach(|py| {
+            let inputs = to_dict(py, &self.descrs, batch).map_err(|e| model_error(py, e))?;
+            let out = self
+                .run
+                .bind(py)
+                .call1((inputs,))
+                .map_err(|e| model_error(py, e))?;
+            let out = out.cast_into::<PyDict>().map_err(|e| {
+                CoreError::Inference(format!(
+                    "runner.run must return a dict of arrays, got {}",
+                    e.into_inner().get_type()
+                ))
+            })?;
+            let mut names = Vec::with_capacity(out.len());
+            let mut raws = Vec::with_capacity(out.len());
+            for (k, v) in out.iter() {
+                let name = k.str().map(|s| s.to_string()).unwrap_or_default();
+                let what = format!("runner output '{name}'");
+                let arr = if v
+                    .cast::<PyUntypedArray>()
+                    .is_ok_and(|a| a.is_c_contiguous())
+                {
+                    v
+                } else {
+                    numpy_asarray(py, &v)
+                        .and_then(|a| a.call_method1("copy", ("C",)))
+                        .map_err(|e| CoreError::Inference(format!("{what} is not an array: {e}")))?
+                };
+                let a = arr
+                    .cast::<PyUntypedArray>()
+                    .map_err(|_| CoreError::Inference(format!("{what} is not an array")))?;
+                let dtype = self.descrs.remember(&a.dtype());
+                let shape = a.shape().to_vec();
+                if shape.first() != Some(&rows) {
+                    let got = shape
+                        .first()
+                        .map_or("no batch dimension".into(), |n| format!("{n} rows"));
+                    return Err(CoreError::Inference(format!(
+                        "{what} has {got} for a batch of {rows} rows; outputs must have the batch dimension first"
+                    )));
+                }
+                let len = shape.iter().product::<usize>() * dtype.itemsize;
+                // SAFETY: C-contiguous array, see RawOutput.
+                let data = unsafe { (*a.as_array_ptr()).fields.data as *const u8 };
+                names.push(name);
+                raws.push(RawOutput {
+                    dtype,
+                    shape,
+                    data,
+                    len,
+                    _owner: arr.unbind(),
+                });
+            }
+            Ok((names, raws))
+        })
+    }
+}
+
+impl Executor for PyExec {
+    type Payload = Job;
+    type Output = Named;
+
+    fn run(&self, batch: &[Job]) -> CoreResult<Vec<Named>> {
+        let first = &batch[0].inputs;
+        let tensors = (0..first.tensors.len())
+            .map(|i| {
+                tensor::concat(
+                    &batch
+                        .iter()
+                        .map(|j| &j.inputs.tensors[i])
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .collect::<CoreResult<Vec<_>>>()?;
+        let rows: Vec<usize> = batch.iter().map(|j| j.rows).collect();
+        let merged = Named {
+            names: Arc::clone(&first.names),
+            tensors,
+        };
+        let (names, raws) = self.call_runner(merged, rows.iter().sum())?;
+        let names: Arc<[String]> = names.into();
+        let mut per_request: Vec<Vec<Tensor>> = (0..batch.len())
+            .map(|_| Vec::with_capacity(raws.len()))
+            .collect();
+        for (name, raw) in names.iter().zip(&raws) {
+            let bytes = if raw.len == 0 {
+                &[][..]
+            } else {
+                // SAFETY: see RawOutput; the interpreter is released but the array is owned.
+                unsafe { std::slice::from_raw_parts(raw.data, raw.len) }
+            };
+            let parts = tensor::split(raw.dtype, &raw.shape, bytes, &rows)
+                .map_err(|e| CoreError::Inference(format!("runner output '{name}' {e}")))?;
+            for (dst, t) in per_request.iter_mut().zip(parts) {
+                dst.push(t);
+            }
+        }
+        Ok(per_request
+            .into_iter()
+            .map(|tensors| Named {
+                names: Arc::clone(&names),
+                tensors,
+            })
+            .collect())
+    }
+
+    fn complete(&self, done: Vec<Done<Job, Named>>) {
+        let mut groups: Vec<(Arc<Mailbox<Delivery>>, Vec<Delivery>)> = Vec::new();
+        for d in done {
+            let outcome = (d.result, d.timing);
+            match d.payload.reply {
+                Reply::Sync(slot) => {
+                    *slot.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+                    slot.ready.notify_one();
+                }
+                Reply::Async {
+                    mailbox,
+                    future,
+                    with_timing,
+                } => {
+                    let item = Delivery {
+                        future,
+                        outcome,
+                        with_timing,
+                    };
+                    match groups.iter_mut().find(|(m, _)| Arc::ptr_eq(m, &mailbox)) {
+                        Some((_, items)) => items.push(item),
+                        None => groups.push((mailbox, vec![item])),
+                    }
+                }
+            }
+        }
+        for (mailbox, items) in groups {
+            mailbox.push_all(items);
+        }
+    }
+
+    /// Attach once for the thread's lifetime and stay detached except inside `call_runner`:
+    /// re-attaching then reuses this thread state instead of creating one per batch.
+    fn instance_thread(&self, body: &mut (dyn FnMut() + Send)) {
+        Python::attach(|py| py.detach(body))
+    }
+}
+
+fn timing_tuple<'py>(py: Python<'py>, t: Timing) -> PyResult<Bound<'py, PyTuple>> {
+    PyTuple::new(py, [t.queue_ns, t.compute_ns, t.batch_size as u64])
+}
+
+/// The Python value of a finished request: outputs, or `(outputs, timing)`.
+fn outcome_value<'py>(
+    py: Python<'py>,
+    descrs: &Descrs,
+    outcome: Outcome,
+    with_timing: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let (result, timing) = outcome;
+    let outputs = to_dict(py, descrs, result?)?;
+    if with_timing {
+        (outputs, timing_tuple(py, timing)?).into_bound_py_any(py)
+    } else {
+        Ok(outputs.into_any())
+    }
+}
+
+fn micros(what: &str, v: Option<i64>) -> CoreResult<Option<Duration>> {
+    match v {
+        None => Ok(None),
+        Some(us) if us >= 0 => Ok(Some(Duration::from_micros(us as u64))),
+        Some(us) => Err(CoreError::invalid(format!(
+            "{what} must be >= 0 microseconds, got {us}"
+        ))),
+    }
+}
+
+fn priority(p: i64) -> CoreResult<u32> {
+    u32::try_from(p).map_err(|_| {
+        CoreError::invalid(format!(
+            "priority {p} is out of range: use 0 (default) or a level from 1"
+        ))
+    })
+}
+
+/// Completion mailbox of one asyncio loop; the loop watches `fileno()` and calls `deliver()`.
+#[pyclass(frozen, name = "Mailbox", module = "servekit._core")]
+struct PyMailbox {
+    inner: Arc<Mailbox<Delivery>>,
+    descrs: Arc<Descrs>,
+}
+
+#[pymethods]
+impl PyMailbox {
+    fn fileno(&self) -> i32 {
+        self.inner.fd()
+    }
+
+    /// Resolve the futures of every finished request; skips futures already cancelled.
+    fn deliver(&self, py: Python<'_>) -> PyResult<()> {
+        for d in self.inner.take() {
+            let fut = d.future.bind(py);
+            if fut.call_method0("done")?.is_truthy()? {
+                continue;
+            }
+            match outcome_value(py, &self.descrs, d.outcome, d.with_timing) {
+                Ok(v) => fut.call_method1("set_result", (v,))?,
+                Err(e) => fut.call_method1("set_exception", (e.into_value(py),))?,
+            };
+        }
+        Ok(())
+    }
+}
+
+/// The Rust batcher around a Python runner's `run` method.
+#[pyclass(frozen, name = "Batcher", module = "servekit._core")]
+struct PyBatcher {
+    inner: Batcher<PyExec>,
+}
+
+#[pymethods]
+impl PyBatcher {
+    #[new]
+    #[pyo3(signature = (run, *, max_batch_size, max_queue_delay_us, preferred_batch_sizes, max_queue_size, default_timeout_us, priority_levels, instances))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        run: Py<PyAny>,
+        max_batch_size: i64,
+        max_queue_delay_us: i64,
+        preferred_batch_sizes: Vec<i64>,
+        max_queue_size: i64,
+        default_timeout_us: i64,
+        priority_levels: i64,
+        instances: i64,
+    ) -> PyResult<Self> {
+        let count = |what: &str, v: i64| -> CoreResult<usize> {
+            usize::try_from(v)
+                .map_err(|_| CoreError::invalid(format!("{what} must be >= 0, got {v}")))
+        };
+        let cfg = Config {
+            max_batch_size: count("max_batch_size", max_batch_size)?,
+            max_queue_delay: micros("max_queue_delay_us", Some(max_queue_delay_us))?
+                .unwrap_or_default(),
+            preferred_batch_sizes: preferred_batch_sizes
+                .into_iter()
+                .map(|p| count("a preferred batch size", p))
+                .collect::<CoreResult<_>>()?,
+            max_queue_size: count("max_queue_size", max_queue_size)?,
+            default_timeout: micros("default_timeout_us", Some(default_timeout_us))?
+                .filter(|d| !d.is_zero()),
+            priority_levels: count("priority_levels", priority_levels)?,
+            instances: count("instances", instances)?,
+        };
+        let exec = PyExec {
+            run,
+            descrs: Arc::default(),
+        };
+        Ok(PyBatcher {
+            inner: Batcher::start(cfg, exec)?,
+        })
+    }
+
+    /// A new mailbox for one event loop.
+    fn mailbox(&self) -> PyResult<PyMailbox> {
+        Ok(PyMailbox {
+            inner: Arc::new(Mailbox::new()?),
+            descrs: Arc::clone(&self.inner.executor().descrs),
+        })
+    }
+
+    /// Queue a request whose result resolves `future` through `mailbox`; returns its id.
+    #[pyo3(signature = (inputs, mailbox, future, priority, timeout_us, with_timing))]
+    fn submit(
+        &self,
+        inputs: &Bound<'_, PyDict>,
+        mailbox: &Bound<'_, PyMailbox>,
+        future: Py<PyAny>,
+        priority: i64,
+        timeout_us: Option<i64>,
+        with_timing: bool,
+    ) -> PyResult<u64> {
+        let (named, rows) = read_inputs(&self.inner.executor().descrs, inputs)?;
+        let reply = Reply::Async {
+            mailbox: Arc::clone(&mailbox.get().inner),
+            future,
+            with_timing,
+        };
+        let job = Job {
+            inputs: named,
+            rows,
+            reply,
+        };
+        Ok(self.inner.submit(
+            job,
+            self::priority(priority)?,
+            micros("timeout_us", timeout_us)?,
+        )?)
+    }
+
+    /// Queue a request and wait for it with the interpreter released.
+    #[pyo3(signature = (inputs, priority, timeout_us, with_timing))]
+    fn infer_sync<'py>(
+        &self,
+        py: Python<'py>,
+        inputs: &Bound<'py, PyDict>,
+        priority: i64,
+        timeout_us: Option<i64>,
+        with_timing: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let descrs = &self.inner.executor().descrs;
+        let (named, rows) = read_inputs(descrs, inputs)?;
+        let slot = Arc::new(Slot::default());
+        let job = Job {
+            inputs: named,
+            rows,
+            reply: Reply::Sync(Arc::clone(&slot)),
+        };
+        self.inner.submit(
+            job,
+            self::priority(priority)?,
+            micros("timeout_us", timeout_us)?,
+        )?;
+        let outcome = py.detach(|| {
+            let mut g = slot.outcome.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if let Some(o) = g.take() {
+                    return o;
+                }
+                g = slot.ready.wait(g).unwrap_or_else(|p| p.into_inner());
+            }
+        });
+        outcome_value(py, descrs, outcome, with_timing)
+    }
+
+    /// Remove a queued request; True when it had not started.
+    fn cancel(&self, id: u64) -> bool {
+        self.inner.cancel(id).is_some()
+    }
+
+    /// Counters as a dict (see `servekit.batching.DynamicBatcher.stats`).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.stats();
+        let d = PyDict::new(py);
+        for (k, v) in [
+            ("success", s.success),
+            ("fail", s.fail),
+            ("queue_full", s.queue_full),
+            ("timeout", s.timeout),
+            ("cancelled", s.cancelled),
+            ("inference_count", s.inference_count),
+            ("execution_count", s.execution_count),
+            ("queue_ns", s.queue_ns),
+            ("compute_ns", s.compute_ns),
+            ("queued", s.queued),
+        ] {
+            d.set_item(k, v)?;
+        }
+        let sizes = PyDict::new(py);
+        for (size, b) in s.batch_sizes {
+            let e = PyDict::new(py);
+            e.set_item("count", b.count)?;
+            e.set_item("compute_ns", b.compute_ns)?;
+            sizes.set_item(size, e)?;
+        }
+        d.set_item("batch_sizes", sizes)?;
+        Ok(d)
+    }
+
+    /// Stop taking requests, drain or fail the queue, wait up to `timeout_s` for the instances;
+    /// returns whether they all finished.
+    #[pyo3(signature = (drain, timeout_s))]
+    fn close(&self, py: Python<'_>, drain: bool, timeout_s: Option<f64>) -> PyResult<bool> {
+        let timeout = match timeout_s {
+            Some(t) if !(t >= 0.0 && t.is_finite()) => {
+                return Err(CoreError::invalid(format!(
+                    "timeout_s must be a finite number >= 0, got {t}"
+                ))
+                .into())
+            }
+            t => t.map(Duration::from_secs_f64),
+        };
+        Ok(py.detach(|| self.inner.close(drain, timeout)))
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyBatcher>()?;
+    m.add_class::<PyMailbox>()?;
+    Ok(())
+}
