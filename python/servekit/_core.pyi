@@ -67,6 +67,7 @@ class LatencySketch:
     def alpha(self) -> float: ...
     @property
     def state_bytes(self) -> int: ...
+
 # ---- batching (servekit.batching wraps these) ----
 
 class Mailbox:

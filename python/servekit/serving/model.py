@@ -2,7 +2,9 @@
 
 Scheduling follows Triton: a model without ``dynamic_batching`` runs each request on its own
 (up to ``instance_group`` count requests at once, each on a worker thread so the event loop stays
-free); a model with it goes through servekit's Rust dynamic batcher.
+free); a model with it goes through servekit's Rust dynamic batcher, configured from the
+``dynamic_batching`` block (preferred sizes, max queue delay, default queue policy, priority
+levels) with one batcher instance per model instance.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from servekit.batching import DynamicBatcher
 from servekit.errors import (
     InvalidArgumentError,
     QueueFullError,
@@ -66,9 +69,28 @@ class ServedModel:
         }
         self._out_reshape = {t.name: tuple(t.dims) for t in config.output if t.HasField("reshape")}
         self._runner = _TimedRunner(runner, self.stats, self.max_batch_size > 0)
-        self._executor = ThreadPoolExecutor(
-            self.instances, thread_name_prefix=f"servekit-{name}-{version}"
-        )
+        self._executor: ThreadPoolExecutor | None = None
+        self._batcher: DynamicBatcher | None = None
+        if config.HasField("dynamic_batching"):
+            db = config.dynamic_batching
+            policy = db.default_queue_policy
+            self._batcher = DynamicBatcher(
+                self._runner,
+                max_batch_size=config.max_batch_size,
+                max_queue_delay_us=db.max_queue_delay_microseconds,
+                preferred_batch_sizes=list(db.preferred_batch_size),
+                max_queue_size=policy.max_queue_size,
+                default_timeout_us=policy.default_timeout_microseconds,
+                priority_levels=max(db.priority_levels, 1),
+                instances=self.instances,
+            )
+            self._default_priority = db.default_priority_level or None
+            self._default_timeout_us = policy.default_timeout_microseconds
+            self._timeout_override = policy.allow_timeout_override
+        else:
+            self._executor = ThreadPoolExecutor(
+                self.instances, thread_name_prefix=f"servekit-{name}-{version}"
+            )
         self._closed = False
 
     def metadata(self) -> dict[str, Any]:
@@ -149,10 +171,20 @@ class ServedModel:
                     n: a.reshape((*lead, *self._in_reshape[n])) if n in self._in_reshape else a
                     for n, a in inputs.items()
                 }
-            loop = asyncio.get_running_loop()
-            outputs = await loop.run_in_executor(
-                self._executor, self._run, inputs, start, request.timeout_us
-            )
+            if self._batcher is not None:
+                outputs, timing = await self._batcher.infer(
+                    inputs,
+                    priority=request.priority or self._default_priority,
+                    timeout_us=self._timeout(request.timeout_us),
+                    return_timing=True,
+                )
+                stats.record_queue(timing.queue_ns)
+            else:
+                assert self._executor is not None
+                loop = asyncio.get_running_loop()
+                outputs = await loop.run_in_executor(
+                    self._executor, self._run, inputs, start, request.timeout_us
+                )
             for n, dims in self._out_reshape.items():
                 outputs[n] = outputs[n].reshape((*lead, *dims))
         except ServekitError as exc:
@@ -162,6 +194,14 @@ class ServedModel:
             stats.pending -= 1
         stats.record_success(_now() - start, rows)
         return outputs
+
+    def _timeout(self, requested: int | None) -> int | None:
+        # Triton: a request may shorten the default queue timeout only when the policy allows
+        # overrides; without a default, the request's own timeout applies.
+        default = self._default_timeout_us
+        if not requested or (default and not self._timeout_override):
+            return None
+        return min(requested, default) if default else requested
 
     def _run(
         self, inputs: dict[str, np.ndarray], enqueued: int, timeout_us: int | None
@@ -173,10 +213,14 @@ class ServedModel:
             raise RequestTimeoutError("Request timeout expired")
         return self._runner.run(inputs)
 
-    async def close(self) -> None:
-        """Refuse new requests and wait for the ones in flight to finish."""
+    async def close(self, timeout_s: float = 30.0) -> None:
+        """Refuse new requests and let the queued and running ones finish (the batcher's
+        drain is bounded by ``timeout_s``)."""
         self._closed = True
-        await asyncio.to_thread(self._executor.shutdown, wait=True)
+        if self._batcher is not None:
+            await asyncio.to_thread(self._batcher.close, drain=True, timeout_s=timeout_s)
+        if self._executor is not None:
+            await asyncio.to_thread(self._executor.shutdown, wait=True)
 
 
 def _failure_reason(exc: ServekitError) -> str:
