@@ -1,13 +1,17 @@
 """The HTTP adapter: KServe v2 routes and Triton's extensions over a :class:`DataPlane`.
 
-The infer and metrics routes are plain Starlette routes (raw body in, bytes out): FastAPI's
-request validation and response serialisation stay off the hot path. Every error is a JSON
-``{"error": "..."}`` with Triton's status mapping.
+The infer route is a plain ASGI handler in front of the FastAPI application (raw body in,
+bytes out): FastAPI's routing, request validation and response serialisation stay off the hot
+path (measured: about a third of the server's time per request on the tiny model). The other
+routes are ordinary FastAPI routes. Every error is a JSON ``{"error": "..."}`` with Triton's
+status mapping.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
@@ -23,8 +27,6 @@ from servekit.serving.errors import DEFAULT_MAX_BODY_BYTES, http_status
 log = logging.getLogger("servekit.serving")
 
 _JSON = "application/json"
-_BINARY = "application/octet-stream"
-_HEADER_LENGTH = "inference-header-content-length"
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -61,17 +63,97 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _header_length(request: Request) -> int | None:
-    value = request.headers.get(_HEADER_LENGTH)
-    if value is None:
-        return None
-    if not value.isdigit():
-        raise InvalidArgumentError(f"Inference-Header-Content-Length {value!r} is not an integer")
-    return int(value)
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 
 
-def create_app(plane: DataPlane, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
-    """Build the FastAPI application serving ``plane``."""
+class InferFastPath:
+    """ASGI application: ``POST .../infer`` handled directly, everything else by ``app``."""
+
+    def __init__(self, app: FastAPI, plane: DataPlane, max_body_bytes: int) -> None:
+        self.app = app
+        self.plane = plane
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match = _INFER_PATH.match(scope["path"])
+            if match is not None:
+                await self._infer(match[1], match[2], scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _infer(
+        self, model: str, version: str | None, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        declared = header_length = None
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                declared = value
+            elif key == b"inference-header-content-length":
+                header_length = value
+        headers: list[tuple[bytes, bytes]]
+        try:
+            body = await _receive_body(receive, declared, self.max_body_bytes)
+            if header_length is not None and not header_length.isdigit():
+                raise InvalidArgumentError(
+                    f"Inference-Header-Content-Length {header_length.decode(errors='replace')!r}"
+                    " is not an integer"
+                )
+            content, json_length = await self.plane.infer_body(
+                model, version, body, None if header_length is None else int(header_length)
+            )
+            status = 200
+            if json_length is None:
+                headers = [(b"content-type", b"application/json")]
+            else:
+                headers = [
+                    (b"content-type", b"application/octet-stream"),
+                    (b"inference-header-content-length", str(json_length).encode()),
+                ]
+        except Exception as exc:  # every failure becomes a JSON error response
+            response = error_response(exc)
+            status, content = response.status_code, bytes(response.body)
+            headers = [(b"content-type", b"application/json")]
+        headers.append((b"content-length", str(len(content)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+
+async def _receive_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
+    if declared is not None:
+        if not declared.isdigit():
+            raise InvalidArgumentError(
+                f"invalid Content-Length {declared.decode(errors='replace')!r}"
+            )
+        if int(declared) > limit:
+            raise InvalidArgumentError(
+                f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes"
+            )
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise InvalidArgumentError("the client disconnected before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise InvalidArgumentError(
+                f"request body of more than {size} bytes exceeds the limit of {limit} bytes"
+            )
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def create_app(plane: DataPlane, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> InferFastPath:
+    """Build the ASGI application serving ``plane``: the infer fast path in front of a
+    FastAPI application with every other route."""
     app = FastAPI(title="servekit", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(ServekitError)
@@ -82,34 +164,11 @@ def create_app(plane: DataPlane, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     async def on_error(_request: Request, exc: Exception) -> Response:
         return error_response(exc)
 
-    async def infer(request: Request) -> Response:
-        params = request.path_params
-        try:
-            body = await read_body(request, max_body_bytes)
-            content, header_length = await plane.infer_body(
-                params["model"], params.get("version"), body, _header_length(request)
-            )
-        except Exception as exc:  # every failure becomes a JSON error response
-            return error_response(exc)
-        if header_length is None:
-            return Response(content, media_type=_JSON)
-        return Response(
-            content,
-            media_type=_BINARY,
-            headers={"Inference-Header-Content-Length": str(header_length)},
-        )
-
     async def prometheus(_request: Request) -> Response:
         models = [m for e in plane.repository.entries() for m in e.versions.values()]
         return Response(metrics.render(models), media_type=metrics.CONTENT_TYPE)
 
-    app.router.routes.extend(
-        [
-            Route("/v2/models/{model}/infer", infer, methods=["POST"]),
-            Route("/v2/models/{model}/versions/{version}/infer", infer, methods=["POST"]),
-            Route("/metrics", prometheus, methods=["GET"]),
-        ]
-    )
+    app.router.routes.append(Route("/metrics", prometheus, methods=["GET"]))
 
     @app.get("/v2/health/live")
     async def live() -> Response:
@@ -188,7 +247,7 @@ def create_app(plane: DataPlane, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
         await plane.unload(model)
         return Response(status_code=200)
 
-    return app
+    return InferFastPath(app, plane, max_body_bytes)
 
 
 async def _json_body(request: Request, limit: int) -> dict[str, Any]:
