@@ -175,10 +175,10 @@ def complete_config(
         skip = 1 if out.max_batch_size > 0 else 0
         if not out.input:
             for t in signature.inputs:
-                _add_tensor(out.input, t, skip)
+                add_tensor(out.input, t, skip)
         if not out.output:
             for t in signature.outputs:
-                _add_tensor(out.output, t, skip)
+                add_tensor(out.output, t, skip)
     if not out.input or not out.output:
         raise InvalidArgumentError(
             f"model '{out.name}': config.pbtxt must list its inputs and outputs "
@@ -188,7 +188,8 @@ def complete_config(
     return out
 
 
-def _add_tensor(tensors: Any, spec: TensorSpec, skip: int) -> None:
+def add_tensor(tensors: Any, spec: TensorSpec, skip: int) -> None:
+    """Append ``spec`` to a config's inputs or outputs, without its first ``skip`` dims."""
     dims = spec.shape[skip:]
     if dims:
         tensors.add(name=spec.name, data_type=triton_type(spec.datatype), dims=dims)

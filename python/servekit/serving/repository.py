@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,14 +62,13 @@ class ModelEntry:
 
 
 def make_runner(model_file: Path, config: ModelConfig, options: RunnerOptions) -> Runner:
-    """Create the runner for a model file (by its name: model.onnx or model.pt).
-
-    Raises InvalidArgumentError for an unknown file kind or a file that does not load,
-    UnavailableError when the device is not available.
-    """
-    if model_file.suffix == ".onnx":
+    """Create the runner the configuration's platform or backend names (ONNX Runtime or
+    TorchScript). Raises InvalidArgumentError for another platform or a file that does not
+    load, UnavailableError when the device is not available."""
+    kind = config.backend or config.platform
+    if kind in ("onnxruntime", "onnxruntime_onnx"):
         return OnnxRunner(model_file, device=options.device, threads=options.threads)
-    if model_file.suffix == ".pt":
+    if kind in ("pytorch", "pytorch_libtorch"):
         return TorchScriptRunner(
             model_file,
             input_names=[t.name for t in config.input],
@@ -76,7 +76,10 @@ def make_runner(model_file: Path, config: ModelConfig, options: RunnerOptions) -
             device=options.device,
             threads=options.threads,
         )
-    raise InvalidArgumentError(f"{model_file}: expected model.onnx or model.pt")
+    raise InvalidArgumentError(
+        f"model '{config.name}': platform/backend {kind!r} is not served "
+        "(expected onnxruntime_onnx or pytorch_libtorch)"
+    )
 
 
 def find_model_file(version_dir: Path, config: ModelConfig | None) -> Path:
@@ -93,24 +96,31 @@ def find_model_file(version_dir: Path, config: ModelConfig | None) -> Path:
 class ModelRepository:
     """Loads, serves and unloads the models of one repository directory."""
 
-    def __init__(self, root: Path, options: RunnerOptions | None = None) -> None:
-        """Open ``root``; raises StorageError when it is not a readable directory."""
-        self.root = Path(root)
+    def __init__(self, root: Path | None, options: RunnerOptions | None = None) -> None:
+        """Open ``root`` (None: no directory, models come only from :attr:`external`);
+        raises StorageError when it is not a readable directory."""
+        self.root = Path(root) if root is not None else None
         self.options = options or RunnerOptions()
-        if not self.root.is_dir():
+        #: Models built elsewhere (registry references): name -> builder of its entry.
+        self.external: dict[str, Callable[[str], ModelEntry]] = {}
+        self._entries: dict[str, ModelEntry] = {}
+        if self.root is not None and not self.root.is_dir():
             raise StorageError(f"model repository {self.root} is not a directory")
         try:
             self.model_names()
         except OSError as exc:
             raise StorageError(f"cannot read model repository {self.root}: {exc}") from None
-        self._entries: dict[str, ModelEntry] = {}
 
     def model_names(self) -> list[str]:
         """Names of the model directories in the repository, sorted."""
+        if self.root is None:
+            return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _visible(p.name))
 
     def read_config(self, name: str) -> ModelConfig | None:
         """The model's ``config.pbtxt`` if it has one; InvalidArgumentError if it is invalid."""
+        if self.root is None:
+            return None
         path = self.root / name / "config.pbtxt"
         return read_config(path) if path.exists() else None
 
@@ -120,9 +130,14 @@ class ModelRepository:
         Returns the entry, with failed versions recorded in it. Raises NotFoundError for an
         unknown model directory and InvalidArgumentError for an invalid configuration.
         """
-        model_dir = self.root / name
-        if not _visible(name) or not model_dir.is_dir():
+        builder = self.external.get(name)
+        if builder is not None:
+            if override is not None:
+                raise InvalidArgumentError(f"model '{name}' comes from the registry: no config")
+            return builder(name)
+        if self.root is None or not _visible(name) or not (self.root / name).is_dir():
             raise NotFoundError(f"no model directory '{name}' in {self.root}")
+        model_dir = self.root / name
         config = override if override is not None else self.read_config(name)
         if config is not None:
             validate_config(config)
