@@ -18,15 +18,37 @@ from servekit._core import (
     UnavailableError,
 )
 
+
+class PackagingError(ServekitError):
+    """Packaging a model failed (an export, a conversion or a training step went wrong)."""
+
+
+class UnsupportedModelError(InvalidArgumentError):
+    """The model, estimator or layer type is not supported; the message names it and the
+    supported ones."""
+
+
+class NotApplicableError(PackagingError):
+    """A variant does not apply to this model; the message gives the reason."""
+
+
+class ParityError(PackagingError):
+    """A variant's outputs differ from its source's beyond the tolerance for its kind."""
+
+
 __all__ = [
     "ConflictError",
     "InferenceError",
     "IntegrityError",
     "InvalidArgumentError",
+    "NotApplicableError",
     "NotFoundError",
+    "PackagingError",
+    "ParityError",
     "QueueFullError",
     "RequestTimeoutError",
     "ServekitError",
     "StorageError",
     "UnavailableError",
+    "UnsupportedModelError",
 ]

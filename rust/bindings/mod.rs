@@ -3,6 +3,7 @@
 mod batching;
 mod errors;
 mod hashing;
+mod registry;
 mod telemetry;
 
 pub use errors::enter;
@@ -12,6 +13,7 @@ use pyo3::prelude::*;
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     hashing::register(m)?;
+    registry::register(m)?;
     telemetry::register(m)?;
     batching::register(m)?;
     Ok(())

@@ -7,7 +7,8 @@ mod file;
 mod tree;
 
 pub use file::{digest_bytes, digest_file, digest_open_file};
-pub use tree::{digest_tree, verify_tree, FileEntry, TreeDigest, VerifyReport};
+pub(crate) use tree::walk;
+pub use tree::{digest_tree, manifest_digest, verify_tree, FileEntry, TreeDigest, VerifyReport};
 
 use crate::error::{CoreError, CoreResult};
 use std::fmt;

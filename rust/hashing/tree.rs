@@ -44,14 +44,14 @@ impl VerifyReport {
     }
 }
 
-struct Found {
-    rel: String,
-    abs: PathBuf,
-    size: u64,
+pub(crate) struct Found {
+    pub(crate) rel: String,
+    pub(crate) abs: PathBuf,
+    pub(crate) size: u64,
 }
 
 /// Every regular file under `root`, refusing links and special files.
-fn walk(root: &Path) -> CoreResult<Vec<Found>> {
+pub(crate) fn walk(root: &Path) -> CoreResult<Vec<Found>> {
     let meta = std::fs::metadata(root).map_err(|e| CoreError::io(root, e))?;
     if !meta.is_dir() {
         return Err(CoreError::invalid(format!(

@@ -8,7 +8,10 @@ from servekit import __version__
 from servekit.cli._group import ServekitGroup
 from servekit.cli.demo import demo
 from servekit.cli.drift import drift
+from servekit.cli.edge import export, verify_bundle_command
 from servekit.cli.hash import hash_command
+from servekit.cli.package import package_command
+from servekit.cli.registry import registry
 from servekit.cli.serve import serve_command
 
 
@@ -20,7 +23,11 @@ def main() -> None:
 
 main.add_command(hash_command)
 main.add_command(demo)
+main.add_command(registry)
 main.add_command(drift)
+main.add_command(package_command)
+main.add_command(export)
+main.add_command(verify_bundle_command)
 main.add_command(serve_command)
 
 __all__ = ["main"]

@@ -1,0 +1,253 @@
+"""``servekit registry ...``: register, inspect, alias, verify and clean a model registry.
+
+Every command takes ``--registry DIR`` (default: ``$SERVEKIT_HOME``, else ``~/.servekit``).
+Bad input prints one line and exits 2; ``verify`` exits 1 with one line per problem.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from servekit.errors import InvalidArgumentError
+from servekit.registry import ModelVersion, Registry
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Exit status of ``verify`` when anything is corrupt or missing.
+EXIT_PROBLEMS = 1
+
+
+def registry_option(fn: F) -> F:
+    """Add ``--registry DIR`` to a command."""
+    return click.option(
+        "--registry",
+        "registry_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Registry root (default: $SERVEKIT_HOME, else ~/.servekit).",
+    )(fn)
+
+
+def _pairs(option: str, items: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidArgumentError(f"{option} {item!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _metrics(items: tuple[str, ...]) -> dict[str, float]:
+    out = {}
+    for key, value in _pairs("--metric", items).items():
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise InvalidArgumentError(f"--metric {key}={value!r}: not a number") from None
+    return out
+
+
+def _summary(v: ModelVersion) -> str:
+    extra = []
+    if v.variant:
+        extra.append(f"variant={v.variant}")
+    if v.aliases:
+        extra.append("aliases=" + ",".join(v.aliases))
+    if v.archived:
+        extra.append("archived")
+    return f"{v.ref}  {v.format:<11} {v.size_bytes:>12} B  {v.created_at}  {' '.join(extra)}"
+
+
+@click.group("registry")
+def registry() -> None:
+    """Content-addressed model registry: versions, aliases, lineage, integrity."""
+
+
+@registry.command("register")
+@click.argument("name")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", required=True, help="onnx, torchscript, ort, sklearn, ...")
+@click.option("--variant", default=None, help="Variant kind: fp32, int8-dynamic, pruned, ...")
+@click.option("--parent", default=None, help="Reference of the version this one derives from.")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Repeatable.")
+@click.option("--metric", "metrics", multiple=True, metavar="KEY=NUMBER", help="Repeatable.")
+@click.option("--description", default=None)
+@registry_option
+def register_command(
+    name: str,
+    path: Path,
+    fmt: str,
+    variant: str | None,
+    parent: str | None,
+    tags: tuple[str, ...],
+    metrics: tuple[str, ...],
+    description: str | None,
+    registry_dir: Path | None,
+) -> None:
+    """Store PATH (a file or directory) as the next version of NAME; print 'NAME:VERSION DIGEST'."""
+    v = Registry(registry_dir).register(
+        name,
+        path,
+        format=fmt,
+        variant=variant,
+        parent=parent,
+        tags=_pairs("--tag", tags),
+        metrics=_metrics(metrics),
+        description=description,
+    )
+    click.echo(f"{v.ref} {v.digest}")
+
+
+@registry.command("list")
+@click.argument("name", required=False)
+@click.option("--variant", default=None, help="With NAME: only this variant.")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="With NAME: filter.")
+@click.option("--order-by", default=None, help="With NAME: version, created_at, metrics.X, -...")
+@registry_option
+def list_command(
+    name: str | None,
+    variant: str | None,
+    tags: tuple[str, ...],
+    order_by: str | None,
+    registry_dir: Path | None,
+) -> None:
+    """List registered models, or the versions of model NAME."""
+    reg = Registry(registry_dir)
+    if name is None:
+        for m in reg.list_models():
+            aliases = ",".join(f"{a}={v}" for a, v in m.aliases.items())
+            latest = m.latest_version if m.latest_version is not None else "-"
+            click.echo(f"{m.name}  latest={latest}  versions={m.version_count}  {aliases}".rstrip())
+        return
+    versions = reg.list_versions(
+        name, tags=_pairs("--tag", tags), variant=variant, order_by=order_by
+    )
+    for v in versions:
+        click.echo(_summary(v).rstrip())
+
+
+@registry.command("show")
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="Print the version as JSON.")
+@registry_option
+def show_command(ref: str, as_json: bool, registry_dir: Path | None) -> None:
+    """Show the version REF (NAME, NAME:VERSION or NAME@ALIAS) points at."""
+    v = Registry(registry_dir).get(ref)
+    if as_json:
+        click.echo(json.dumps(v.to_dict(), indent=2))
+        return
+    d = v.to_dict()
+    for key in ("ref", "digest", "kind", "format", "size_bytes", "created_at", "variant",
+                "parent", "description", "aliases", "archived", "tags", "metrics", "metadata",
+                "source"):  # fmt: skip
+        value = d[key]
+        text = json.dumps(value) if isinstance(value, dict | list) else value
+        click.echo(f"{key + ':':<13}{text}")
+    if v.signature is not None:
+        click.echo(f"{'signature:':<13}{json.dumps(v.signature.to_dict())}")
+    for e in v.manifest:
+        click.echo(f"  {e.digest}  {e.size:>12} B  {e.path}")
+
+
+@registry.group("alias")
+def alias() -> None:
+    """Move or remove aliases (every move is recorded in the audit log)."""
+
+
+@alias.command("set")
+@click.argument("ref")
+@click.argument("alias_name", metavar="ALIAS")
+@click.option("--reason", default=None, help="Why, recorded in the audit log.")
+@click.option("--actor", default=None, help="Who (default: user@host).")
+@registry_option
+def alias_set(
+    ref: str, alias_name: str, reason: str | None, actor: str | None, registry_dir: Path | None
+) -> None:
+    """Point ALIAS at the version REF resolves to."""
+    e = Registry(registry_dir).set_alias(ref, alias_name, reason=reason, actor=actor)
+    prev = e.previous_version if e.previous_version is not None else "-"
+    click.echo(f"{e.model}@{e.alias}: {prev} -> {e.new_version}")
+
+
+@alias.command("rm")
+@click.argument("name")
+@click.argument("alias_name", metavar="ALIAS")
+@click.option("--reason", default=None, help="Why, recorded in the audit log.")
+@click.option("--actor", default=None, help="Who (default: user@host).")
+@registry_option
+def alias_rm(
+    name: str, alias_name: str, reason: str | None, actor: str | None, registry_dir: Path | None
+) -> None:
+    """Remove ALIAS from model NAME."""
+    e = Registry(registry_dir).delete_alias(name, alias_name, reason=reason, actor=actor)
+    click.echo(f"{e.model}@{e.alias}: {e.previous_version} -> -")
+
+
+@registry.command("history")
+@click.argument("name")
+@registry_option
+def history_command(name: str, registry_dir: Path | None) -> None:
+    """Print every alias move of model NAME, oldest first."""
+    for e in Registry(registry_dir).history(name):
+        prev = e.previous_version if e.previous_version is not None else "-"
+        new = e.new_version if e.new_version is not None else "-"
+        reason = f"  {e.reason}" if e.reason else ""
+        click.echo(f"{e.time}  {e.action:<8} {e.alias}: {prev} -> {new}  by {e.actor}{reason}")
+
+
+@registry.command("lineage")
+@click.argument("ref")
+@registry_option
+def lineage_command(ref: str, registry_dir: Path | None) -> None:
+    """Print REF's version, then its parent, grandparent, ... with their sources."""
+    for depth, v in enumerate(Registry(registry_dir).lineage(ref)):
+        source = f"  source={json.dumps(v.source)}" if v.source else ""
+        click.echo(f"{'  ' * depth}{v.ref}  {v.variant or '-'}  {v.digest}{source}")
+
+
+@registry.command("verify")
+@click.argument("ref", required=False)
+@registry_option
+def verify_command(ref: str | None, registry_dir: Path | None) -> None:
+    """Re-hash REF's artifact (default: every version); exit 1 with one line per problem."""
+    problems = Registry(registry_dir).verify(ref)
+    if problems:
+        for line in problems:
+            click.echo(line)
+        sys.exit(EXIT_PROBLEMS)
+    click.echo("ok")
+
+
+@registry.command("archive")
+@click.argument("ref")
+@registry_option
+def archive_command(ref: str, registry_dir: Path | None) -> None:
+    """Archive a version: NAME alone no longer resolves to it."""
+    click.echo(f"{Registry(registry_dir).archive(ref).ref} archived")
+
+
+@registry.command("path")
+@click.argument("ref")
+@click.option("--model-file", is_flag=True, help="Print the main model file of a directory.")
+@registry_option
+def path_command(ref: str, model_file: bool, registry_dir: Path | None) -> None:
+    """Verify REF's artifact and print its path."""
+    reg = Registry(registry_dir)
+    click.echo(reg.model_file(ref) if model_file else reg.artifact_path(ref))
+
+
+@registry.command("gc")
+@registry_option
+def gc_command(registry_dir: Path | None) -> None:
+    """Remove staging files of killed writers and artifacts no version references."""
+    report = Registry(registry_dir).gc()
+    for p in report.removed:
+        click.echo(f"removed {p}")
+    click.echo(f"{len(report.removed)} removed, {report.bytes_freed} bytes freed")

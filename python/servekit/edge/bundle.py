@@ -1,0 +1,176 @@
+"""Edge bundles: one ``.tar.gz`` holding an ONNX model (and optionally ONNX Runtime's ``.ort``
+form), its signature, metadata and reference profile, plus a manifest of every file's digest.
+
+Layout inside the archive::
+
+    manifest.json                 {"format": "servekit-edge-bundle", "version": 1,
+                                   "algorithm": "blake3", "files": [{"path", "size", "digest"}]}
+    payload/model.onnx
+    payload/model.ort             (with ort=True; plus model.required_operators.config, the
+                                   operator list for a minimal ONNX Runtime build)
+    payload/signature.json
+    payload/metadata.json
+    payload/reference_profile.json   (when the artifact has one)
+    payload/parity.json              (when the artifact has one)
+
+This module imports only the standard library and servekit's Rust hashing: an edge device
+needs numpy and onnxruntime, nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from servekit import hashing
+from servekit.errors import IntegrityError, InvalidArgumentError, PackagingError, StorageError
+
+FORMAT = "servekit-edge-bundle"
+VERSION = 1
+PAYLOAD = "payload"
+MANIFEST = "manifest.json"
+#: Artifact files copied into a bundle when present, besides the model.
+_EXTRA_FILES = ("reference_profile.json", "parity.json")
+
+
+def build_bundle(
+    artifact: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    signature: dict[str, Any],
+    metadata: dict[str, Any] | None = None,
+    ort: bool = False,
+) -> Path:
+    """Write an edge bundle for ``artifact`` (a directory holding ``model.onnx``, or an ``.onnx``
+    file) to ``out``; return its path.
+
+    ``signature`` is the Signature JSON form. With ``ort``, ONNX Runtime's converter adds
+    ``model.ort`` and the required-operators config. The archive is written to a temporary name
+    and renamed, so a failure leaves no partial bundle. Raises InvalidArgumentError when there
+    is no ONNX model, StorageError when ``out`` cannot be written, PackagingError when the ORT
+    conversion fails.
+    """
+    src = Path(artifact)
+    model = src / "model.onnx" if src.is_dir() else src
+    if not model.is_file() or model.suffix != ".onnx":
+        raise InvalidArgumentError(
+            f"{os.fspath(src)!r} holds no model.onnx: edge bundles carry ONNX models only"
+        )
+    out_path = Path(out)
+    with tempfile.TemporaryDirectory(prefix="servekit-bundle-") as tmp:
+        payload = Path(tmp) / PAYLOAD
+        payload.mkdir()
+        shutil.copyfile(model, payload / "model.onnx")
+        for name in _EXTRA_FILES:
+            if src.is_dir() and (src / name).is_file():
+                shutil.copyfile(src / name, payload / name)
+        (payload / "signature.json").write_text(json.dumps(signature, indent=1))
+        (payload / "metadata.json").write_text(json.dumps(metadata or {}, indent=1, default=str))
+        if ort:
+            _convert_to_ort(payload / "model.onnx")
+        tree = hashing.digest_tree(payload)
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "algorithm": "blake3",
+            "digest": tree.digest,
+            "files": [e._asdict() for e in tree.manifest],
+        }
+        (Path(tmp) / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        partial = out_path.with_name(out_path.name + ".servekit-tmp")
+        try:
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            with tarfile.open(partial, "w:gz") as tar:
+                tar.add(Path(tmp) / MANIFEST, arcname=MANIFEST)
+                for entry in tree.manifest:
+                    tar.add(payload / entry.path, arcname=f"{PAYLOAD}/{entry.path}")
+            os.replace(partial, out_path)
+        except OSError as exc:
+            if partial.is_file():
+                partial.unlink()
+            raise StorageError(
+                f"cannot write bundle {os.fspath(out_path)!r}: {exc.strerror or exc}"
+            ) from None
+    return out_path
+
+
+def _convert_to_ort(model: Path) -> None:
+    """Run ONNX Runtime's ORT-format converter next to ``model`` (in a subprocess: it imports
+    onnx and more, which an edge process should not carry)."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "onnxruntime.tools.convert_onnx_models_to_ort",
+            os.fspath(model),
+            "--optimization_style",
+            "Fixed",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if proc.returncode != 0 or not model.with_suffix(".ort").is_file():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise PackagingError(f"ORT format conversion failed: {tail[0]}")
+
+
+def extract_verified(bundle: str | os.PathLike[str], dest: Path) -> dict[str, Any]:
+    """Extract ``bundle`` into ``dest``, re-hash every payload file against the manifest and
+    return the manifest.
+
+    Raises InvalidArgumentError when the file is missing or not an archive, IntegrityError
+    naming each missing, unexpected or changed file (or an unsafe archive member).
+    """
+    path = Path(bundle)
+    if not path.is_file():
+        raise InvalidArgumentError(f"bundle {os.fspath(path)!r} does not exist or is not a file")
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for member in tar.getmembers():
+                if not (member.isfile() or member.isdir()):
+                    raise IntegrityError(
+                        f"bundle {path.name}: member {member.name!r} is not a regular file"
+                    )
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, EOFError) as exc:
+        raise InvalidArgumentError(f"{os.fspath(path)!r} is not a readable bundle: {exc}") from None
+    manifest_path = dest / MANIFEST
+    if not manifest_path.is_file():
+        raise IntegrityError(f"bundle {path.name}: no {MANIFEST}")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise IntegrityError(f"bundle {path.name}: {MANIFEST} is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise IntegrityError(f"bundle {path.name}: {MANIFEST} is not a {FORMAT} manifest")
+    if manifest.get("version") != VERSION:
+        raise IntegrityError(
+            f"bundle {path.name}: unsupported bundle version {manifest.get('version')!r}"
+        )
+    payload = dest / PAYLOAD
+    if not payload.is_dir():
+        raise IntegrityError(f"bundle {path.name}: no {PAYLOAD}/ directory")
+    report = hashing.verify_tree(payload, manifest.get("files", []))
+    if not report.ok:
+        problems = "; ".join(
+            f"{p.split(': ', 1)[0]}: {PAYLOAD}/{p.split(': ', 1)[1]}" for p in report.problems()
+        )
+        raise IntegrityError(f"bundle {path.name} failed verification: {problems}")
+    return manifest
+
+
+def verify_bundle(bundle: str | os.PathLike[str]) -> dict[str, Any]:
+    """Re-hash every file of ``bundle`` against its manifest; return the manifest.
+
+    Raises IntegrityError naming each file that is missing, unexpected or changed.
+    """
+    with tempfile.TemporaryDirectory(prefix="servekit-verify-") as tmp:
+        return extract_verified(bundle, Path(tmp))
