@@ -9,10 +9,12 @@ from servekit.cli._group import ServekitGroup
 from servekit.cli.demo import demo
 from servekit.cli.drift import drift
 from servekit.cli.edge import export, verify_bundle_command
+from servekit.cli.export_triton import export_triton_command
 from servekit.cli.hash import hash_command
 from servekit.cli.package import package_command
 from servekit.cli.promote import promote_command
 from servekit.cli.registry import registry
+from servekit.cli.serve import serve_command
 
 
 @click.group(cls=ServekitGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,5 +31,7 @@ main.add_command(package_command)
 main.add_command(export)
 main.add_command(verify_bundle_command)
 main.add_command(promote_command)
+main.add_command(serve_command)
+export.add_command(export_triton_command)
 
 __all__ = ["main"]

@@ -1,0 +1,141 @@
+"""``servekit serve``: the KServe v2 / Triton HTTP server over a model repository."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+from pathlib import Path
+
+import click
+
+from servekit.serving.codecs import DEFAULT_MAX_JSON_DEPTH
+from servekit.serving.dataplane import DataPlane
+from servekit.serving.errors import DEFAULT_MAX_BODY_BYTES
+from servekit.serving.export import BatchingOptions
+from servekit.serving.registry_source import RegistrySource
+from servekit.serving.repository import ModelRepository, RunnerOptions
+from servekit.serving.rest.server import ServerOptions, bind, serve
+
+
+@click.command("serve")
+@click.option(
+    "--model-repo",
+    type=click.Path(path_type=Path),
+    help="Triton-layout model repository: DIR/<model>/config.pbtxt and <version>/model.onnx.",
+)
+@click.option(
+    "--registry",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Registry root for --model (default: $SERVEKIT_HOME, else ~/.servekit).",
+)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    metavar="NAME@ALIAS",
+    help="Registry model to serve (NAME@ALIAS, NAME:VERSION or NAME); repeatable.",
+)
+@click.option(
+    "--poll-interval",
+    default=2.0,
+    show_default=True,
+    help="Seconds between checks of the registry for moved aliases.",
+)
+@click.option(
+    "--max-batch-size",
+    default=64,
+    show_default=True,
+    help="max_batch_size (dynamic batching) of registry models with a dynamic first dim.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, help="Port (0: any free port).")
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="cuda: ONNX Runtime CUDAExecutionProvider (needs onnxruntime-gpu), torch on CUDA.",
+)
+@click.option(
+    "--threads",
+    default=1,
+    show_default=True,
+    help="Intra-op threads per model instance; keep instances x threads within the cores.",
+)
+@click.option(
+    "--max-body-bytes", default=DEFAULT_MAX_BODY_BYTES, show_default=True, help="Body limit."
+)
+@click.option(
+    "--max-json-depth", default=DEFAULT_MAX_JSON_DEPTH, show_default=True, help="JSON nesting."
+)
+@click.option(
+    "--drain-timeout",
+    default=10.0,
+    show_default=True,
+    help="Seconds in-flight requests get to finish at shutdown.",
+)
+def serve_command(
+    model_repo: Path | None,
+    registry: Path | None,
+    models: tuple[str, ...],
+    poll_interval: float,
+    max_batch_size: int,
+    host: str,
+    port: int,
+    device: str,
+    threads: int,
+    max_body_bytes: int,
+    max_json_depth: int,
+    drain_timeout: float,
+) -> None:
+    """Serve a model repository and/or registry models over the KServe v2 / Triton protocol.
+
+    Registry artifacts are verified against their digests before loading (a tampered one is
+    refused and its model is not ready); when an alias moves, the new version is loaded and
+    swapped in while requests in flight finish on the old one.
+
+    Stops on SIGTERM or SIGINT after draining in-flight requests (exit status 0). Startup
+    failures (port in use, unreadable repository, invalid config.pbtxt) print one line and exit
+    with status 2; a model whose artifact fails to load is reported and the others serve.
+    """
+    logging.basicConfig(
+        level=logging.INFO, format="servekit: %(levelname)s %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("servekit").setLevel(logging.INFO)
+    if model_repo is None and not models:
+        raise click.UsageError("give --model-repo DIR, --model NAME@ALIAS, or both")
+    if registry is not None and not models:
+        raise click.UsageError("--registry needs at least one --model NAME@ALIAS")
+    options = ServerOptions(host, port, max_body_bytes, drain_timeout)
+    runner_options = RunnerOptions(device=device, threads=threads)
+    repository = ModelRepository(model_repo, runner_options)
+    source = None
+    if models:
+        from servekit.registry import Registry
+
+        source = RegistrySource(
+            Registry(registry), list(models), runner_options, BatchingOptions(max_batch_size)
+        )
+    sock = bind(host, port)
+    try:
+        plane = DataPlane(repository, max_json_depth=max_json_depth)
+        asyncio.run(_main(plane, source, sock, options, poll_interval))
+    finally:
+        sock.close()
+
+
+async def _main(
+    plane: DataPlane,
+    source: RegistrySource | None,
+    sock: socket.socket,
+    options: ServerOptions,
+    poll_interval: float,
+) -> None:
+    await plane.load_all()
+    if source is None:
+        await serve(plane, sock, options)
+        return
+    await source.load_all(plane)
+    await serve(plane, sock, options, background=lambda p: source.follow(p, poll_interval))

@@ -1,0 +1,262 @@
+"""KServe v2 inference requests and responses <-> numpy, with Triton's binary tensor extension.
+
+A request body is a JSON header, optionally followed by binary tensor data; the header's length
+comes from the ``Inference-Header-Content-Length`` HTTP header (absent: the whole body is JSON;
+0: the whole body is the raw binary data of a model's single input). Each input either carries
+``data`` (JSON) or ``parameters.binary_data_size`` (its bytes follow the header, in input
+order). Outputs are returned as binary when the request asks (``binary_data_output`` for all,
+or ``parameters.binary_data`` per requested output).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from servekit.errors import InvalidArgumentError
+from servekit.serving.codecs import json
+from servekit.serving.codecs.tensor import (
+    check_datatype,
+    check_shape,
+    expected_byte_size,
+    from_binary,
+    from_json,
+    to_binary,
+    to_json,
+)
+from servekit.signature import datatype_of
+
+#: Default nesting limit of a request's JSON (a rank-8 nested ``data`` list needs about 11).
+DEFAULT_MAX_JSON_DEPTH = 32
+
+
+@dataclass(slots=True)
+class RequestedOutput:
+    """An output the client asked for; ``binary`` None means the request's default."""
+
+    name: str
+    binary: bool | None = None
+
+
+@dataclass(slots=True)
+class InferRequest:
+    """A decoded inference request: input arrays by name plus the protocol options."""
+
+    inputs: dict[str, np.ndarray]
+    datatypes: dict[str, str]
+    id: str | None = None
+    outputs: list[RequestedOutput] | None = None
+    binary_output: bool = False
+    priority: int | None = None
+    timeout_us: int | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class InferResponse:
+    """Output arrays in response order, each with whether it goes out as binary."""
+
+    model_name: str
+    model_version: str
+    outputs: list[tuple[str, np.ndarray, bool]]
+    id: str | None = None
+
+
+def decode_request(
+    body: bytes, header_length: int | None, *, max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+) -> InferRequest:
+    """Decode a v2 request body whose JSON header is ``header_length`` bytes (None: all of it).
+
+    Returns the request with fixed-size binary tensors as read-only views of ``body``. Raises
+    InvalidArgumentError with a precise message for any malformed part (header 0 is handled by
+    :func:`decode_raw_request`, which needs the model's input).
+    """
+    total = len(body)
+    if header_length is None:
+        header_length = total
+    elif header_length < 0 or header_length > total:
+        raise InvalidArgumentError(
+            f"Inference-Header-Content-Length {header_length} is outside the body of {total} bytes"
+        )
+    doc = json.loads(body[:header_length] if header_length != total else body, max_json_depth)
+    if not isinstance(doc, dict):
+        raise InvalidArgumentError("the inference request must be a JSON object")
+    params = _parameters(doc.get("parameters"), "request")
+    if any(k.startswith("shared_memory") for k in params):
+        raise InvalidArgumentError("shared memory inputs are not supported")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidArgumentError("the inference request needs a non-empty 'inputs' list")
+
+    view = memoryview(body)
+    offset = header_length
+    inputs: dict[str, np.ndarray] = {}
+    datatypes: dict[str, str] = {}
+    for raw in raw_inputs:
+        if not isinstance(raw, dict):
+            raise InvalidArgumentError("each entry of 'inputs' must be a JSON object")
+        name = raw.get("name")
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError("an input has no 'name'")
+        if name in inputs:
+            raise InvalidArgumentError(f"input '{name}' appears more than once")
+        datatype = check_datatype(name, raw.get("datatype"))
+        shape, count = check_shape(name, datatype, raw.get("shape"))
+        in_params = _parameters(raw.get("parameters"), f"input '{name}'")
+        if any(k.startswith("shared_memory") for k in in_params):
+            raise InvalidArgumentError(f"input '{name}': shared memory is not supported")
+        size = in_params.get("binary_data_size")
+        if size is not None:
+            if "data" in raw:
+                raise InvalidArgumentError(f"input '{name}' has both 'data' and 'binary_data_size'")
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise InvalidArgumentError(
+                    f"input '{name}': binary_data_size must be a non-negative integer"
+                )
+            if offset + size > total:
+                raise InvalidArgumentError(
+                    f"input '{name}': binary_data_size {size} runs past the end of the body "
+                    f"({total - offset} bytes of binary data remain)"
+                )
+            expected = expected_byte_size(datatype, count)
+            if expected is not None and size != expected:
+                raise InvalidArgumentError(
+                    f"input '{name}': binary_data_size {size}, but shape {list(shape)} of "
+                    f"{datatype} needs {expected} bytes"
+                )
+            inputs[name] = from_binary(name, datatype, shape, count, view[offset : offset + size])
+            offset += size
+        elif "data" in raw:
+            inputs[name] = from_json(name, datatype, shape, count, raw["data"])
+        else:
+            raise InvalidArgumentError(f"input '{name}' has neither 'data' nor 'binary_data_size'")
+        datatypes[name] = datatype
+    if offset != total:
+        raise InvalidArgumentError(
+            f"binary data sizes add up to {offset - header_length} bytes, but the body holds "
+            f"{total - header_length} bytes after the JSON header"
+        )
+
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidArgumentError("'id' must be a string")
+    return InferRequest(
+        inputs=inputs,
+        datatypes=datatypes,
+        id=request_id,
+        outputs=_requested_outputs(doc.get("outputs")),
+        binary_output=_flag(params, "binary_data_output", "request"),
+        priority=_non_negative(params, "priority"),
+        timeout_us=_non_negative(params, "timeout"),
+        parameters=params,
+    )
+
+
+def decode_raw_request(
+    body: bytes, name: str, datatype: str, dims: tuple[int, ...], batched: bool
+) -> InferRequest:
+    """Decode a raw binary request (header length 0) for a model's single input.
+
+    ``dims`` are the input's dimensions without the batch dimension when ``batched``; the batch
+    size is the body's length over the bytes of one row. Returns a request whose outputs all
+    come back as binary. Raises InvalidArgumentError for BYTES inputs, variable dimensions or a
+    body that is not a whole number of rows.
+    """
+    if datatype == "BYTES":
+        raise InvalidArgumentError(f"a raw binary request cannot carry BYTES input '{name}'")
+    if any(d < 0 for d in dims):
+        raise InvalidArgumentError(
+            f"a raw binary request needs input '{name}' to have fixed dimensions, not {list(dims)}"
+        )
+    _, row_count = check_shape(name, datatype, list(dims))
+    row_bytes = expected_byte_size(datatype, row_count) or 0
+    if batched:
+        if row_bytes == 0 or len(body) % row_bytes:
+            raise InvalidArgumentError(
+                f"a raw binary request of {len(body)} bytes is not a whole number of "
+                f"{row_bytes}-byte rows of input '{name}'"
+            )
+        shape = (len(body) // row_bytes, *dims)
+    else:
+        shape = tuple(dims)
+    count = row_count * (shape[0] if batched else 1)
+    arr = from_binary(name, datatype, shape, count, memoryview(body))
+    return InferRequest(inputs={name: arr}, datatypes={name: datatype}, binary_output=True)
+
+
+def encode_response(response: InferResponse) -> tuple[bytes, int | None]:
+    """Encode a response; return the body and the JSON header length (None if all JSON)."""
+    header: dict[str, Any] = {
+        "model_name": response.model_name,
+        "model_version": response.model_version,
+    }
+    if response.id is not None:
+        header["id"] = response.id
+    outputs = []
+    chunks: list[bytes] = []
+    for name, arr, binary in response.outputs:
+        entry: dict[str, Any] = {
+            "name": name,
+            "datatype": datatype_of(arr.dtype),
+            "shape": list(arr.shape),
+        }
+        if binary:
+            raw = to_binary(arr)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            entry["data"] = to_json(arr)
+        outputs.append(entry)
+    header["outputs"] = outputs
+    head = json.dumps(header)
+    if not chunks:
+        return head, None
+    return b"".join([head, *chunks]), len(head)
+
+
+def _parameters(value: object, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidArgumentError(f"{where} 'parameters' must be a JSON object")
+    return value
+
+
+def _flag(params: dict[str, Any], key: str, where: str) -> bool:
+    value = params.get(key, False)
+    if not isinstance(value, bool):
+        raise InvalidArgumentError(f"{where} parameter '{key}' must be true or false")
+    return value
+
+
+def _non_negative(params: dict[str, Any], key: str) -> int | None:
+    value = params.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidArgumentError(f"parameter '{key}' must be a non-negative integer")
+    return value
+
+
+def _requested_outputs(value: object) -> list[RequestedOutput] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise InvalidArgumentError("'outputs' must be a list")
+    requested = []
+    for raw in value:
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+            raise InvalidArgumentError("each entry of 'outputs' must be an object with a 'name'")
+        name = raw["name"]
+        params = _parameters(raw.get("parameters"), f"output '{name}'")
+        if any(k.startswith("shared_memory") for k in params):
+            raise InvalidArgumentError(f"output '{name}': shared memory is not supported")
+        binary = params.get("binary_data")
+        if binary is not None and not isinstance(binary, bool):
+            raise InvalidArgumentError(f"output '{name}' parameter 'binary_data' must be a bool")
+        if params.get("classification"):
+            raise InvalidArgumentError(f"output '{name}': classification is not supported")
+        requested.append(RequestedOutput(name, binary))
+    return requested

@@ -1,0 +1,232 @@
+"""One served model version: request validation against its configuration, scheduling, stats.
+
+Scheduling follows Triton: a model without ``dynamic_batching`` runs each request on its own
+(up to ``instance_group`` count requests at once, each on a worker thread so the event loop stays
+free); a model with it goes through servekit's Rust dynamic batcher, configured from the
+``dynamic_batching`` block (preferred sizes, max queue delay, default queue policy, priority
+levels) with one batcher instance per model instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from servekit.batching import DynamicBatcher
+from servekit.errors import (
+    InvalidArgumentError,
+    QueueFullError,
+    RequestTimeoutError,
+    ServekitError,
+    UnavailableError,
+)
+from servekit.serving.codecs import InferRequest
+from servekit.serving.config import ModelConfig, instance_count, signature_of
+from servekit.serving.runners import Runner
+from servekit.serving.stats import ModelStats
+
+_now = time.perf_counter_ns
+
+
+class _TimedRunner:
+    """Wraps a runner to record each execution (batch size, compute time) in the stats."""
+
+    def __init__(self, runner: Runner, stats: ModelStats, batched: bool) -> None:
+        self._runner = runner
+        self._stats = stats
+        self._batched = batched
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = next(iter(inputs.values())).shape[0] if self._batched else 1
+        start = _now()
+        outputs = self._runner.run(inputs)
+        self._stats.record_execution(rows, _now() - start)
+        return outputs
+
+
+class ServedModel:
+    """A loaded model version ready to infer."""
+
+    def __init__(self, name: str, version: int, config: ModelConfig, runner: Runner) -> None:
+        """Wrap ``runner`` under ``config``; raises InvalidArgumentError for a bad config."""
+        self.name = name
+        self.version = version
+        self.config = config
+        self.signature = signature_of(config)
+        self.stats = ModelStats()
+        self.max_batch_size = config.max_batch_size
+        self.instances = instance_count(config)
+        self._specs = {t.name: t for t in self.signature.inputs}
+        self._required = [t.name for t in config.input if not t.optional]
+        self.output_names = [t.name for t in self.signature.outputs]
+        # Triton's reshape: requests use dims, the model sees reshape.shape.
+        self._in_reshape = {
+            t.name: tuple(t.reshape.shape) for t in config.input if t.HasField("reshape")
+        }
+        self._out_reshape = {t.name: tuple(t.dims) for t in config.output if t.HasField("reshape")}
+        self._runner = _TimedRunner(runner, self.stats, self.max_batch_size > 0)
+        self._executor: ThreadPoolExecutor | None = None
+        self._batcher: DynamicBatcher | None = None
+        if config.HasField("dynamic_batching"):
+            db = config.dynamic_batching
+            policy = db.default_queue_policy
+            self._batcher = DynamicBatcher(
+                self._runner,
+                max_batch_size=config.max_batch_size,
+                max_queue_delay_us=db.max_queue_delay_microseconds,
+                preferred_batch_sizes=list(db.preferred_batch_size),
+                max_queue_size=policy.max_queue_size,
+                default_timeout_us=policy.default_timeout_microseconds,
+                priority_levels=max(db.priority_levels, 1),
+                instances=self.instances,
+            )
+            self._default_priority = db.default_priority_level or None
+            self._default_timeout_us = policy.default_timeout_microseconds
+            self._timeout_override = policy.allow_timeout_override
+        else:
+            self._executor = ThreadPoolExecutor(
+                self.instances, thread_name_prefix=f"servekit-{name}-{version}"
+            )
+        self._closed = False
+
+    def metadata(self) -> dict[str, Any]:
+        """KServe v2 model metadata (inputs and outputs with full shapes)."""
+        return {
+            "name": self.name,
+            "versions": [str(self.version)],
+            "platform": self.config.platform or self.config.backend,
+            "inputs": [t.to_dict() for t in self.signature.inputs],
+            "outputs": [t.to_dict() for t in self.signature.outputs],
+        }
+
+    def validate(self, request: InferRequest) -> int:
+        """Check a request against the configuration; return its batch size (1 if unbatched).
+
+        Raises InvalidArgumentError naming the input or output at fault.
+        """
+        where = f"model '{self.name}'"
+        for name, arr in request.inputs.items():
+            spec = self._specs.get(name)
+            if spec is None:
+                raise InvalidArgumentError(
+                    f"unexpected inference input '{name}' for {where}, expected one of "
+                    f"{list(self._specs)}"
+                )
+            if request.datatypes[name] != spec.datatype:
+                raise InvalidArgumentError(
+                    f"input '{name}' has datatype {request.datatypes[name]}, but {where} "
+                    f"expects {spec.datatype}"
+                )
+            if len(arr.shape) != len(spec.shape) or any(
+                want not in (-1, got) for want, got in zip(spec.shape, arr.shape, strict=True)
+            ):
+                raise InvalidArgumentError(
+                    f"input '{name}' has shape {list(arr.shape)}, but {where} expects "
+                    f"{list(spec.shape)}"
+                )
+        for name in self._required:
+            if name not in request.inputs:
+                raise InvalidArgumentError(f"{where} needs input '{name}', which is missing")
+        if request.outputs is not None:
+            for out in request.outputs:
+                if out.name not in self.output_names:
+                    raise InvalidArgumentError(
+                        f"unknown output '{out.name}' for {where}, expected one of "
+                        f"{self.output_names}"
+                    )
+        if self.max_batch_size == 0:
+            return 1
+        sizes = {arr.shape[0] for arr in request.inputs.values()}
+        if len(sizes) != 1:
+            raise InvalidArgumentError(f"the inputs of {where} disagree on the batch size: {sizes}")
+        batch = sizes.pop()
+        if batch > self.max_batch_size:
+            raise InvalidArgumentError(
+                f"batch size {batch} exceeds the max_batch_size {self.max_batch_size} of {where}"
+            )
+        return batch
+
+    async def infer(self, request: InferRequest) -> dict[str, np.ndarray]:
+        """Validate and run a request; return every output by name.
+
+        Raises InvalidArgumentError for a request that does not fit the model, UnavailableError
+        when the model is closed, RequestTimeoutError when the request's ``timeout`` ran out
+        before it started, InferenceError when the model fails.
+        """
+        start = _now()
+        stats = self.stats
+        stats.pending += 1
+        try:
+            rows = self.validate(request)
+            if self._closed:
+                raise UnavailableError(f"model '{self.name}' version {self.version} is unloading")
+            lead = (rows,) if self.max_batch_size > 0 else ()
+            inputs = request.inputs
+            if self._in_reshape:
+                inputs = {
+                    n: a.reshape((*lead, *self._in_reshape[n])) if n in self._in_reshape else a
+                    for n, a in inputs.items()
+                }
+            if self._batcher is not None:
+                outputs, timing = await self._batcher.infer(
+                    inputs,
+                    priority=request.priority or self._default_priority,
+                    timeout_us=self._timeout(request.timeout_us),
+                    return_timing=True,
+                )
+                stats.record_queue(timing.queue_ns)
+            else:
+                assert self._executor is not None
+                loop = asyncio.get_running_loop()
+                outputs = await loop.run_in_executor(
+                    self._executor, self._run, inputs, start, request.timeout_us
+                )
+            for n, dims in self._out_reshape.items():
+                outputs[n] = outputs[n].reshape((*lead, *dims))
+        except ServekitError as exc:
+            stats.record_failure(_now() - start, _failure_reason(exc))
+            raise
+        finally:
+            stats.pending -= 1
+        stats.record_success(_now() - start, rows)
+        return outputs
+
+    def _timeout(self, requested: int | None) -> int | None:
+        # Triton: a request may shorten the default queue timeout only when the policy allows
+        # overrides; without a default, the request's own timeout applies.
+        default = self._default_timeout_us
+        if not requested or (default and not self._timeout_override):
+            return None
+        return min(requested, default) if default else requested
+
+    def _run(
+        self, inputs: dict[str, np.ndarray], enqueued: int, timeout_us: int | None
+    ) -> dict[str, np.ndarray]:
+        # On a worker thread: the wait for a free instance is this request's queue time.
+        waited = _now() - enqueued
+        self.stats.record_queue(waited)
+        if timeout_us and waited > timeout_us * 1000:
+            raise RequestTimeoutError("Request timeout expired")
+        return self._runner.run(inputs)
+
+    async def close(self, timeout_s: float = 30.0) -> None:
+        """Refuse new requests and let the queued and running ones finish (the batcher's
+        drain is bounded by ``timeout_s``)."""
+        self._closed = True
+        if self._batcher is not None:
+            await asyncio.to_thread(self._batcher.close, drain=True, timeout_s=timeout_s)
+        if self._executor is not None:
+            await asyncio.to_thread(self._executor.shutdown, wait=True)
+
+
+def _failure_reason(exc: ServekitError) -> str:
+    """Triton's ``nv_inference_request_failure`` reason label of an error."""
+    if isinstance(exc, QueueFullError | RequestTimeoutError):
+        return "REJECTED"
+    if isinstance(exc, InvalidArgumentError):
+        return "OTHER"
+    return "BACKEND"

@@ -1,0 +1,130 @@
+"""Serving registry models by reference (``name@alias``, ``name:version`` or ``name``).
+
+Each artifact is verified against its digest before it loads: a tampered one is refused with a
+log line and the model is not ready, while the others serve. A background task re-resolves the
+references on a short interval; when an alias moves, the new version loads off the event loop
+and replaces the old one in one step, and requests already running finish on the old version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from servekit.errors import InvalidArgumentError, ServekitError
+from servekit.serving.export import BatchingOptions, triton_config
+from servekit.serving.model import ServedModel
+from servekit.serving.repository import ModelEntry, RunnerOptions, close_entry, make_runner
+
+if TYPE_CHECKING:
+    from servekit.registry import Registry
+    from servekit.serving.dataplane import DataPlane
+
+log = logging.getLogger("servekit.serving")
+
+
+def model_name_of(ref: str) -> str:
+    """The model name of a registry reference."""
+    return ref.split("@", 1)[0].split(":", 1)[0]
+
+
+class RegistrySource:
+    """Builds repository entries from registry references and follows their aliases."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        refs: list[str],
+        runner_options: RunnerOptions,
+        batching: BatchingOptions | None = None,
+    ) -> None:
+        """Raises InvalidArgumentError when two references name the same model."""
+        self.registry = registry
+        self.refs: dict[str, str] = {}
+        for ref in refs:
+            name = model_name_of(ref)
+            if name in self.refs:
+                raise InvalidArgumentError(
+                    f"--model {ref}: model '{name}' is already served as {self.refs[name]}"
+                )
+            self.refs[name] = ref
+        self.runner_options = runner_options
+        self.batching = batching or BatchingOptions()
+        self.serving: dict[str, int] = {}
+
+    def build(self, name: str) -> ModelEntry:
+        """Resolve and load the model's reference now (blocking). A version that cannot be
+        resolved, verified or loaded is recorded as failed in the entry, with a log line."""
+        ref = self.refs[name]
+        entry = ModelEntry(name)
+        try:
+            version = self.registry.get(ref)
+        except ServekitError as exc:
+            entry.reason = f"{ref}: {exc}"
+            log.error("model '%s' is not available: %s", name, entry.reason)
+            return entry
+        try:
+            model_file = self.registry.model_file(version.ref, verify=True)
+            config = triton_config(version, model_file, self.batching)
+            runner = make_runner(model_file, config, self.runner_options)
+            entry.config = config
+            entry.versions[version.version] = ServedModel(name, version.version, config, runner)
+        except ServekitError as exc:
+            entry.failed[version.version] = str(exc)
+            log.error("%s refused: %s", version.ref, exc)
+        return entry
+
+    def resolve(self, name: str) -> int:
+        """The version the model's reference names now (blocking)."""
+        return self.registry.get(self.refs[name]).version
+
+    async def load_all(self, plane: DataPlane) -> None:
+        """Load every reference and install it in the plane's repository."""
+        taken = set(plane.repository.model_names())
+        for name in self.refs:
+            if name in taken:
+                raise InvalidArgumentError(
+                    f"--model {self.refs[name]}: the model repository also has a model '{name}'"
+                )
+            plane.repository.external[name] = self.build
+            entry = await asyncio.to_thread(self.build, name)
+            plane.repository.install(entry)
+            self.serving[name] = _served_version(entry)
+
+    async def follow(self, plane: DataPlane, interval_s: float) -> None:
+        """Re-resolve the references every ``interval_s`` and switch models whose reference
+        moved, until cancelled. A new version that fails to load is logged and the old one
+        keeps serving."""
+        while True:
+            await asyncio.sleep(interval_s)
+            for name in self.refs:
+                await self._refresh(plane, name)
+
+    async def _refresh(self, plane: DataPlane, name: str) -> None:
+        try:
+            wanted = await asyncio.to_thread(self.resolve, name)
+        except ServekitError as exc:
+            log.error("cannot resolve %s: %s", self.refs[name], exc)
+            return
+        if wanted == self.serving.get(name):
+            return
+        entry = await asyncio.to_thread(self.build, name)
+        if not entry.versions and self.serving.get(name) is not None:
+            log.error("%s moved to version %d, which did not load; still serving version %d",
+                      self.refs[name], wanted, self.serving[name])  # fmt: skip
+            self.serving[name] = wanted  # do not retry a broken version on every poll
+            return
+        old = plane.repository.install(entry)
+        self.serving[name] = wanted
+        log.info("%s now serves version %d", self.refs[name], wanted)
+        if old is not None:
+            await close_entry(old)
+
+
+def _served_version(entry: ModelEntry) -> int | None:
+    if entry.versions:
+        return max(entry.versions)
+    if entry.failed:
+        return max(entry.failed)
+    return None

@@ -1,0 +1,263 @@
+"""The HTTP adapter: KServe v2 routes and Triton's extensions over a :class:`DataPlane`.
+
+The infer route is a plain ASGI handler in front of the FastAPI application (raw body in,
+bytes out): FastAPI's routing, request validation and response serialisation stay off the hot
+path (measured: about a third of the server's time per request on the tiny model). The other
+routes are ordinary FastAPI routes. Every error is a JSON ``{"error": "..."}`` with Triton's
+status mapping.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from starlette.routing import Route
+
+from servekit.errors import InvalidArgumentError, ServekitError
+from servekit.serving import metrics
+from servekit.serving.dataplane import DataPlane
+from servekit.serving.errors import DEFAULT_MAX_BODY_BYTES, http_status
+
+log = logging.getLogger("servekit.serving")
+
+_JSON = "application/json"
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type=_JSON)
+
+
+def error_response(exc: BaseException) -> Response:
+    """``{"error": message}`` with the status of the error (500 for an unexpected one)."""
+    if isinstance(exc, ServekitError):
+        return _json({"error": str(exc)}, http_status(exc))
+    log.exception("internal error", exc_info=exc)
+    return _json({"error": f"internal error: {type(exc).__name__}: {exc}"}, 500)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body; InvalidArgumentError when it is larger than ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise InvalidArgumentError(f"invalid Content-Length {declared!r}")
+        if int(declared) > limit:
+            raise InvalidArgumentError(
+                f"request body of {declared} bytes exceeds the limit of {limit} bytes"
+            )
+        return await request.body()
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise InvalidArgumentError(
+                f"request body of more than {size} bytes exceeds the limit of {limit} bytes"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+
+
+class InferFastPath:
+    """ASGI application: ``POST .../infer`` handled directly, everything else by ``app``."""
+
+    def __init__(self, app: FastAPI, plane: DataPlane, max_body_bytes: int) -> None:
+        self.app = app
+        self.plane = plane
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match = _INFER_PATH.match(scope["path"])
+            if match is not None:
+                await self._infer(match[1], match[2], scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _infer(
+        self, model: str, version: str | None, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        declared = header_length = None
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                declared = value
+            elif key == b"inference-header-content-length":
+                header_length = value
+        headers: list[tuple[bytes, bytes]]
+        try:
+            body = await _receive_body(receive, declared, self.max_body_bytes)
+            if header_length is not None and not header_length.isdigit():
+                raise InvalidArgumentError(
+                    f"Inference-Header-Content-Length {header_length.decode(errors='replace')!r}"
+                    " is not an integer"
+                )
+            content, json_length = await self.plane.infer_body(
+                model, version, body, None if header_length is None else int(header_length)
+            )
+            status = 200
+            if json_length is None:
+                headers = [(b"content-type", b"application/json")]
+            else:
+                headers = [
+                    (b"content-type", b"application/octet-stream"),
+                    (b"inference-header-content-length", str(json_length).encode()),
+                ]
+        except Exception as exc:  # every failure becomes a JSON error response
+            response = error_response(exc)
+            status, content = response.status_code, bytes(response.body)
+            headers = [(b"content-type", b"application/json")]
+        headers.append((b"content-length", str(len(content)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+
+async def _receive_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
+    if declared is not None:
+        if not declared.isdigit():
+            raise InvalidArgumentError(
+                f"invalid Content-Length {declared.decode(errors='replace')!r}"
+            )
+        if int(declared) > limit:
+            raise InvalidArgumentError(
+                f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes"
+            )
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise InvalidArgumentError("the client disconnected before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise InvalidArgumentError(
+                f"request body of more than {size} bytes exceeds the limit of {limit} bytes"
+            )
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def create_app(plane: DataPlane, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> InferFastPath:
+    """Build the ASGI application serving ``plane``: the infer fast path in front of a
+    FastAPI application with every other route."""
+    app = FastAPI(title="servekit", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(ServekitError)
+    async def on_servekit_error(_request: Request, exc: ServekitError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(Exception)
+    async def on_error(_request: Request, exc: Exception) -> Response:
+        return error_response(exc)
+
+    async def prometheus(_request: Request) -> Response:
+        models = [m for e in plane.repository.entries() for m in e.versions.values()]
+        return Response(metrics.render(models), media_type=metrics.CONTENT_TYPE)
+
+    app.router.routes.append(Route("/metrics", prometheus, methods=["GET"]))
+
+    @app.get("/v2/health/live")
+    async def live() -> Response:
+        return Response(status_code=200 if plane.live() else 503)
+
+    @app.get("/v2/health/ready")
+    async def ready() -> Response:
+        return Response(status_code=200 if plane.ready() else 503)
+
+    @app.get("/v2")
+    async def server_metadata() -> Response:
+        return _json(plane.server_metadata())
+
+    # Statistics first: "/v2/models/stats" must not match "/v2/models/{model}".
+    @app.get("/v2/models/stats")
+    async def all_stats() -> Response:
+        return _json(plane.statistics())
+
+    @app.get("/v2/models/{model}/stats")
+    async def model_stats(model: str) -> Response:
+        return _json(plane.statistics(model))
+
+    @app.get("/v2/models/{model}/versions/{version}/stats")
+    async def version_stats(model: str, version: str) -> Response:
+        return _json(plane.statistics(model, version))
+
+    @app.get("/v2/models/{model}")
+    async def model_metadata(model: str) -> Response:
+        return _json(plane.model_metadata(model))
+
+    @app.get("/v2/models/{model}/versions/{version}")
+    async def version_metadata(model: str, version: str) -> Response:
+        return _json(plane.model_metadata(model, version))
+
+    @app.get("/v2/models/{model}/ready")
+    async def model_ready(model: str) -> Response:
+        return Response(status_code=200 if plane.model_ready(model) else 503)
+
+    @app.get("/v2/models/{model}/versions/{version}/ready")
+    async def version_ready(model: str, version: str) -> Response:
+        return Response(status_code=200 if plane.model_ready(model, version) else 503)
+
+    @app.get("/v2/models/{model}/config")
+    async def model_config(model: str) -> Response:
+        return _json(plane.model_config(model))
+
+    @app.get("/v2/models/{model}/versions/{version}/config")
+    async def version_config(model: str, version: str) -> Response:
+        return _json(plane.model_config(model, version))
+
+    @app.post("/v2/repository/index")
+    async def repository_index(request: Request) -> Response:
+        options = await _json_body(request, max_body_bytes)
+        rows = plane.repository_index()
+        if options.get("ready") is True:
+            rows = [r for r in rows if r["state"] == "READY"]
+        return _json(rows)
+
+    @app.post("/v2/repository/models/{model}/load")
+    async def load(model: str, request: Request) -> Response:
+        options = await _json_body(request, max_body_bytes)
+        parameters = options.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise InvalidArgumentError("load 'parameters' must be a JSON object")
+        if any(key.startswith("file:") for key in parameters):
+            raise InvalidArgumentError("loading a model from file overrides is not supported")
+        config = parameters.get("config")
+        if config is not None and not isinstance(config, str):
+            raise InvalidArgumentError("load parameter 'config' must be a JSON string")
+        await plane.load(model, config)
+        return Response(status_code=200)
+
+    @app.post("/v2/repository/models/{model}/unload")
+    async def unload(model: str, request: Request) -> Response:
+        await _json_body(request, max_body_bytes)
+        await plane.unload(model)
+        return Response(status_code=200)
+
+    return InferFastPath(app, plane, max_body_bytes)
+
+
+async def _json_body(request: Request, limit: int) -> dict[str, Any]:
+    body = await read_body(request, limit)
+    if not body.strip():
+        return {}
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgumentError(f"malformed JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidArgumentError("the request body must be a JSON object")
+    return value

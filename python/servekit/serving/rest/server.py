@@ -1,0 +1,117 @@
+"""Running the HTTP server: bind first (a port in use fails before any model loads), load the
+models, serve with uvicorn, and on SIGTERM/SIGINT drain and return normally (exit status 0)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from types import FrameType
+
+import uvicorn
+
+from servekit.errors import UnavailableError
+from servekit.serving.dataplane import DataPlane
+from servekit.serving.errors import DEFAULT_MAX_BODY_BYTES
+from servekit.serving.rest.app import create_app
+
+log = logging.getLogger("servekit.serving")
+
+
+@dataclass
+class ServerOptions:
+    """Where and how the HTTP server listens."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    #: Seconds granted to in-flight requests and queued work at shutdown.
+    drain_timeout_s: float = 10.0
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: any free port).
+
+    Raises UnavailableError with one clear line when the address cannot be used.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when the
+    # listening socket says TCP (proto 0 would leave Nagle on: 40 ms delayed-ACK stalls).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        why = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise UnavailableError(f"cannot listen on {host}:{port}: {why}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, except that a handled SIGTERM/SIGINT marks the data plane not ready at once and
+    ends ``serve`` normally: uvicorn would re-raise the signal after shutdown, and the process
+    would not exit with status 0."""
+
+    def __init__(self, config: uvicorn.Config, plane: DataPlane) -> None:
+        super().__init__(config)
+        self._plane = plane
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._plane.draining = True
+        super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+async def serve(
+    plane: DataPlane,
+    sock: socket.socket,
+    options: ServerOptions,
+    *,
+    background: Callable[[DataPlane], Awaitable[None]] | None = None,
+) -> None:
+    """Serve ``plane`` on the bound ``sock`` until SIGTERM/SIGINT, then drain within
+    ``options.drain_timeout_s``. ``background`` runs alongside (e.g. registry polling) and is
+    cancelled at shutdown."""
+    app = create_app(plane, max_body_bytes=options.max_body_bytes)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=max(1, int(options.drain_timeout_s)),
+    )
+    server = _Server(config, plane)
+    task = asyncio.create_task(background(plane)) if background is not None else None
+    host, port = sock.getsockname()[:2]
+    print(f"servekit: serving on http://{host}:{port}", flush=True)
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        plane.draining = True
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        try:
+            await asyncio.wait_for(plane.close(), options.drain_timeout_s)
+        except TimeoutError:
+            log.error("shutdown: models did not drain within %ss", options.drain_timeout_s)
+        print("servekit: stopped", file=sys.stderr, flush=True)

@@ -1,0 +1,195 @@
+"""Model executors: an ONNX Runtime session or a TorchScript module behind one ``run`` method.
+
+Threads: each runner uses ``threads`` intra-op threads (default 1) and one inter-op thread.
+On a small machine, a server with several model instances must not oversubscribe the cores:
+instances x threads should not exceed the cores left after the HTTP front end, so the default
+is one thread per instance and ``--threads`` raises it for a single compute-heavy model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from servekit.errors import InferenceError, InvalidArgumentError, UnavailableError
+from servekit.signature import Signature, TensorSpec
+
+DEVICES = ("cpu", "cuda")
+
+_ORT_TYPES = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+
+
+class Runner(Protocol):
+    """What the data plane and the batcher call: named arrays in, named arrays out."""
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+def _check_device(device: str) -> None:
+    if device not in DEVICES:
+        raise InvalidArgumentError(f"unknown device {device!r}: expected one of {DEVICES}")
+
+
+class OnnxRunner:
+    """An ONNX Runtime inference session.
+
+    ``device="cpu"`` uses CPUExecutionProvider; ``device="cuda"`` uses CUDAExecutionProvider
+    then CPU for the operators CUDA lacks, and needs onnxruntime-gpu.
+    """
+
+    def __init__(self, path: Path, *, device: str = "cpu", threads: int = 1) -> None:
+        """Create the session. Raises InvalidArgumentError for a bad device or thread count,
+        UnavailableError when CUDA is asked for but not available, InvalidArgumentError when
+        the file is not a loadable ONNX model."""
+        import onnxruntime as ort
+
+        _check_device(device)
+        if threads < 1:
+            raise InvalidArgumentError(f"threads must be at least 1, got {threads}")
+        providers = ["CPUExecutionProvider"]
+        if device == "cuda":
+            available = ort.get_available_providers()
+            if "CUDAExecutionProvider" not in available:
+                raise UnavailableError(
+                    "device 'cuda' needs onnxruntime-gpu with CUDAExecutionProvider; this "
+                    f"onnxruntime has {available}"
+                )
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        try:
+            self._session = ort.InferenceSession(
+                str(path), sess_options=options, providers=providers
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise InvalidArgumentError(f"cannot load ONNX model {path}: {exc}") from None
+        self.device = device
+        self.providers = self._session.get_providers()
+        self._output_names = [o.name for o in self._session.get_outputs()]
+        self._string_inputs = [
+            i.name for i in self._session.get_inputs() if i.type == "tensor(string)"
+        ]
+
+    def signature(self) -> Signature:
+        """The session's inputs and outputs (dynamic dimensions as -1)."""
+
+        def specs(values: Any) -> tuple[TensorSpec, ...]:
+            return tuple(
+                TensorSpec(
+                    v.name,
+                    _ORT_TYPES.get(v.type, "BYTES"),
+                    tuple(d if isinstance(d, int) else -1 for d in v.shape),
+                )
+                for v in values
+            )
+
+        return Signature(specs(self._session.get_inputs()), specs(self._session.get_outputs()))
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model; return every output by name.
+
+        Raises InvalidArgumentError for BYTES input that is not UTF-8 (ONNX Runtime string
+        tensors take Python strings), InferenceError when the model fails.
+        """
+        if self._string_inputs:
+            inputs = dict(inputs)
+            for name in self._string_inputs:
+                if name in inputs:
+                    inputs[name] = _as_strings(name, inputs[name])
+        try:
+            outputs = self._session.run(self._output_names, inputs)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise InferenceError(f"onnxruntime: {exc}") from None
+        return dict(zip(self._output_names, outputs, strict=True))
+
+
+def _as_strings(name: str, arr: np.ndarray) -> np.ndarray:
+    out = np.empty(arr.shape, dtype=object)
+    flat_in, flat_out = arr.reshape(-1), out.reshape(-1)
+    for i, item in enumerate(flat_in):
+        try:
+            flat_out[i] = item.decode() if isinstance(item, bytes) else str(item)
+        except UnicodeDecodeError:
+            raise InvalidArgumentError(
+                f"input '{name}': BYTES element {i} is not UTF-8, which ONNX Runtime string "
+                "tensors need"
+            ) from None
+    return out
+
+
+class TorchScriptRunner:
+    """A TorchScript module called with the inputs in configuration order.
+
+    Its outputs (a tensor, or a tuple/list of tensors) are named by ``output_names`` in order.
+    ``threads`` sets torch's intra-op threads for the whole process (torch has one pool).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        input_names: list[str],
+        output_names: list[str],
+        device: str = "cpu",
+        threads: int = 1,
+    ) -> None:
+        """Load the module. Raises InvalidArgumentError for a bad device, thread count or
+        file, UnavailableError when CUDA is asked for but torch has none."""
+        import torch
+
+        _check_device(device)
+        if threads < 1:
+            raise InvalidArgumentError(f"threads must be at least 1, got {threads}")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise UnavailableError("device 'cuda' needs a CUDA build of torch and a GPU")
+        torch.set_num_threads(threads)
+        try:
+            self._module = torch.jit.load(str(path), map_location=device)
+        except Exception as exc:  # torch raises RuntimeError and friends for a bad file
+            raise InvalidArgumentError(f"cannot load TorchScript model {path}: {exc}") from None
+        self._module.eval()
+        self._torch = torch
+        self.device = device
+        self._input_names = input_names
+        self._output_names = output_names
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the module; return the outputs by name. Raises InferenceError on failure."""
+        torch = self._torch
+        try:
+            tensors = [
+                torch.from_numpy(np.require(inputs[name], requirements=["W"])).to(self.device)
+                for name in self._input_names
+            ]
+            with torch.inference_mode():
+                result = self._module(*tensors)
+        except Exception as exc:  # torch raises RuntimeError and friends
+            raise InferenceError(f"torchscript: {exc}") from None
+        results = list(result) if isinstance(result, tuple | list) else [result]
+        if len(results) != len(self._output_names):
+            raise InferenceError(
+                f"torchscript: the module returned {len(results)} outputs, the configuration "
+                f"names {len(self._output_names)}"
+            )
+        return {
+            name: t.detach().cpu().numpy()
+            for name, t in zip(self._output_names, results, strict=True)
+        }
