@@ -6,6 +6,9 @@ writes two models with their config.pbtxt (dynamic batching, one CPU instance):
     digits/config.pbtxt       digits/1/model.onnx        fp32
     digits_int8/config.pbtxt  digits_int8/1/model.onnx   int8 dynamic quantization
 
+Each version folder also gets ``reference_profile.json`` (the 64 inputs over the whole dataset
+and the fp32 model's predicted labels), so ``servekit serve`` monitors drift out of the box.
+
 Run: ``python model_repo/generate.py [--out model_repo]``; then
 ``servekit serve --model-repo model_repo``.
 """
@@ -25,16 +28,22 @@ from sklearn.datasets import load_digits
 from sklearn.neural_network import MLPClassifier
 
 from servekit.serving.config import ModelConfig, complete_config, onnx_signature, write_config
+from servekit.telemetry import build_reference_profile
 
 SEED = 0
 HIDDEN = 128
 MAX_BATCH_SIZE = 64
 
 
+def inputs() -> tuple[np.ndarray, np.ndarray]:
+    """The digits inputs as the models take them (pixels / 16, float32) and the labels."""
+    x, y = load_digits(return_X_y=True)
+    return (x / 16.0).astype(np.float32), y
+
+
 def train() -> tuple[MLPClassifier, float]:
     """Train the digits MLP; return it and its held-out accuracy."""
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype(np.float32)
+    x, y = inputs()
     split = 1500
     model = MLPClassifier((HIDDEN,), max_iter=300, random_state=SEED)
     model.fit(x[:split], y[:split])
@@ -87,6 +96,10 @@ def main() -> None:
         quantize_dynamic(str(source), str(int8), weight_type=QuantType.QInt8)
     write_model(args.out, "digits", fp32)
     write_model(args.out, "digits_int8", int8)
+    x, _ = inputs()
+    profile = build_reference_profile(x, model.predict(x).astype(np.int64))
+    for name in ("digits", "digits_int8"):
+        profile.save(args.out / name / "1" / "reference_profile.json")
     print(f"digits MLP: held-out accuracy {accuracy:.4f}; wrote {fp32} and {int8}")
 
 

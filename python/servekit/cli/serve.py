@@ -17,6 +17,7 @@ from servekit.serving.export import BatchingOptions
 from servekit.serving.registry_source import RegistrySource
 from servekit.serving.repository import ModelRepository, RunnerOptions
 from servekit.serving.rest.server import ServerOptions, bind, serve
+from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
 
 
 @click.command("serve")
@@ -71,6 +72,50 @@ from servekit.serving.rest.server import ServerOptions, bind, serve
     "--max-json-depth", default=DEFAULT_MAX_JSON_DEPTH, show_default=True, help="JSON nesting."
 )
 @click.option(
+    "--telemetry/--no-telemetry",
+    default=True,
+    show_default=True,
+    help="Latency sketches and drift monitoring of every served version.",
+)
+@click.option(
+    "--reference-profile",
+    "reference_profiles",
+    multiple=True,
+    metavar="[MODEL=]FILE",
+    help="Reference profile for drift: FILE for every model, MODEL=FILE for one (wins over "
+    "FILE and over the model's own reference_profile.json); repeatable.",
+)
+@click.option(
+    "--drift-window-rows",
+    default=10_000,
+    show_default=True,
+    help="Drift window: the last N rows of each model version.",
+)
+@click.option(
+    "--drift-window-seconds",
+    type=float,
+    default=None,
+    help="Drift window: the rows of the last S seconds (replaces --drift-window-rows).",
+)
+@click.option(
+    "--slo-p99-ms",
+    type=float,
+    default=None,
+    help="Request latency p99 objective (ms) of every model: servekit_slo_violation and alerts.",
+)
+@click.option(
+    "--alert-webhook",
+    metavar="URL",
+    default=None,
+    help="POST each drift/SLO state change as JSON to URL (retries, never blocks requests).",
+)
+@click.option(
+    "--telemetry-interval",
+    default=10.0,
+    show_default=True,
+    help="Seconds between drift/SLO evaluations (alerts fire without a scrape).",
+)
+@click.option(
     "--drain-timeout",
     default=10.0,
     show_default=True,
@@ -88,6 +133,13 @@ def serve_command(
     threads: int,
     max_body_bytes: int,
     max_json_depth: int,
+    telemetry: bool,
+    reference_profiles: tuple[str, ...],
+    drift_window_rows: int,
+    drift_window_seconds: float | None,
+    slo_p99_ms: float | None,
+    alert_webhook: str | None,
+    telemetry_interval: float,
     drain_timeout: float,
 ) -> None:
     """Serve a model repository and/or registry models over the KServe v2 / Triton protocol.
@@ -99,6 +151,11 @@ def serve_command(
     Stops on SIGTERM or SIGINT after draining in-flight requests (exit status 0). Startup
     failures (port in use, unreadable repository, invalid config.pbtxt) print one line and exit
     with status 2; a model whose artifact fails to load is reported and the others serve.
+
+    Telemetry (on by default): latency quantiles of every version, and drift monitoring of
+    versions with a reference profile (a packaged registry artifact's, a reference_profile.json
+    next to a repository model file, or --reference-profile) at GET
+    /v2/models/NAME[/versions/V]/drift and as servekit_* gauges on /metrics.
     """
     logging.basicConfig(
         level=logging.INFO, format="servekit: %(levelname)s %(message)s", stream=sys.stderr
@@ -110,7 +167,24 @@ def serve_command(
         raise click.UsageError("--registry needs at least one --model NAME@ALIAS")
     options = ServerOptions(host, port, max_body_bytes, drain_timeout)
     runner_options = RunnerOptions(device=device, threads=threads)
-    repository = ModelRepository(model_repo, runner_options)
+    tel_flags = reference_profiles or alert_webhook or slo_p99_ms or drift_window_seconds
+    if not telemetry and tel_flags:
+        raise click.UsageError("telemetry flags need telemetry: drop --no-telemetry")
+    serving_telemetry = (
+        ServingTelemetry(
+            TelemetryOptions(
+                reference_profiles=reference_profiles,
+                alert_webhook=alert_webhook,
+                slo_p99_ms=slo_p99_ms,
+                drift_window_rows=drift_window_rows,
+                drift_window_seconds=drift_window_seconds,
+                interval_s=telemetry_interval,
+            )
+        )
+        if telemetry
+        else None
+    )
+    repository = ModelRepository(model_repo, runner_options, serving_telemetry)
     source = None
     if models:
         from servekit.registry import Registry
@@ -134,8 +208,17 @@ async def _main(
     poll_interval: float,
 ) -> None:
     await plane.load_all()
+    if source is not None:
+        await source.load_all(plane)
+    telemetry = plane.repository.telemetry
+    if telemetry is not None:
+        served = {e.name for e in plane.repository.entries()}
+        for name in telemetry.profiled_models:
+            if name not in served:
+                logging.getLogger("servekit.serving").warning(
+                    "--reference-profile %s=...: no model '%s' is served (yet)", name, name
+                )
     if source is None:
         await serve(plane, sock, options)
         return
-    await source.load_all(plane)
     await serve(plane, sock, options, background=lambda p: source.follow(p, poll_interval))

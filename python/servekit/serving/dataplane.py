@@ -160,7 +160,22 @@ class DataPlane:
                 models = [entry.versions[v] for v in sorted(entry.versions)]
         else:
             models = [e.versions[v] for e in self.repository.entries() for v in sorted(e.versions)]
-        return {"model_stats": [m.stats.to_triton(m.name, str(m.version)) for m in models]}
+        return {"model_stats": [_model_stats(m) for m in models]}
+
+    # -- telemetry ----------------------------------------------------------------------------
+
+    def drift(self, name: str, version: str | None = None) -> dict[str, Any]:
+        """The drift report of a served version (the latest ready one without ``version``).
+
+        Raises NotFoundError for an unknown model or version, or one without a reference
+        profile (the message says how to give one); UnavailableError for a version that is not
+        ready; InvalidArgumentError for a version that is not an integer.
+        """
+        model = self.repository.get(name, version)
+        telemetry = self.repository.telemetry
+        if telemetry is None:
+            raise NotFoundError("telemetry is off on this server (started with --no-telemetry)")
+        return telemetry.drift(model)
 
     # -- inference ----------------------------------------------------------------------------
 
@@ -213,3 +228,12 @@ class DataPlane:
         encoded = encode_response(response)
         model.stats.record_io(decoded - start, time.perf_counter_ns() - encode_start)
         return encoded
+
+
+def _model_stats(model: ServedModel) -> dict[str, Any]:
+    """Triton's statistics entry of a version, plus servekit's ``latency_quantiles`` field when
+    telemetry is on (Triton's fields are unchanged, so Triton clients still parse it)."""
+    stats = model.stats.to_triton(model.name, str(model.version))
+    if model.telemetry is not None:
+        stats["latency_quantiles"] = model.telemetry.latency_json()
+    return stats

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.registry import CollectorRegistry
 
 from servekit.serving.model import ServedModel
 from servekit.serving.stats import Histogram, ModelStats
@@ -77,8 +78,11 @@ def _extra(label: str, value: str) -> str:
     return f',{label}="{value}"'
 
 
-def render(models: Iterable[ServedModel]) -> bytes:
-    """Prometheus text for ``models`` followed by the default registry's collectors."""
+def render(
+    models: Iterable[ServedModel], registries: Iterable[CollectorRegistry] = (REGISTRY,)
+) -> bytes:
+    """Prometheus text for ``models`` followed by the collectors of ``registries`` (by default
+    prometheus_client's default registry; the server adds its telemetry gauges' registry)."""
     models = list(models)
     lines: list[str] = []
     for name, help_text, value in _COUNTERS:
@@ -106,4 +110,4 @@ def render(models: Iterable[ServedModel]) -> bytes:
                 lines.append(f"{name}_bucket{{{_labels(m, _extra('le', bound))}}} {count}")
             lines.append(f"{name}_sum{{{_labels(m)}}} {hist.sum}")
             lines.append(f"{name}_count{{{_labels(m)}}} {hist.count}")
-    return "\n".join(lines).encode() + b"\n" + generate_latest(REGISTRY)
+    return b"\n".join(["\n".join(lines).encode(), *(generate_latest(r) for r in registries)])

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from servekit.serving.codecs import InferRequest
 from servekit.serving.config import ModelConfig, instance_count, signature_of
 from servekit.serving.runners import Runner
 from servekit.serving.stats import ModelStats
+
+if TYPE_CHECKING:
+    from servekit.serving.telemetry import ModelProbe
 
 _now = time.perf_counter_ns
 
@@ -49,7 +53,12 @@ class _TimedRunner:
 
 
 class ServedModel:
-    """A loaded model version ready to infer."""
+    """A loaded model version ready to infer.
+
+    ``reference_profile_path``: the version's own reference profile, set by whoever built it
+    (None: none found); ``telemetry``: its probe once the server's telemetry attached one
+    (None: telemetry off), called once per successful request.
+    """
 
     def __init__(self, name: str, version: int, config: ModelConfig, runner: Runner) -> None:
         """Wrap ``runner`` under ``config``; raises InvalidArgumentError for a bad config."""
@@ -58,6 +67,8 @@ class ServedModel:
         self.config = config
         self.signature = signature_of(config)
         self.stats = ModelStats()
+        self.reference_profile_path: Path | None = None
+        self.telemetry: ModelProbe | None = None
         self.max_batch_size = config.max_batch_size
         self.instances = instance_count(config)
         self._specs = {t.name: t for t in self.signature.inputs}
@@ -160,6 +171,7 @@ class ServedModel:
         start = _now()
         stats = self.stats
         stats.pending += 1
+        queue_ns = compute_ns = 0
         try:
             rows = self.validate(request)
             if self._closed:
@@ -178,11 +190,12 @@ class ServedModel:
                     timeout_us=self._timeout(request.timeout_us),
                     return_timing=True,
                 )
-                stats.record_queue(timing.queue_ns)
+                queue_ns, compute_ns = timing.queue_ns, timing.compute_ns
+                stats.record_queue(queue_ns)
             else:
                 assert self._executor is not None
                 loop = asyncio.get_running_loop()
-                outputs = await loop.run_in_executor(
+                outputs, queue_ns, compute_ns = await loop.run_in_executor(
                     self._executor, self._run, inputs, start, request.timeout_us
                 )
             for n, dims in self._out_reshape.items():
@@ -192,7 +205,11 @@ class ServedModel:
             raise
         finally:
             stats.pending -= 1
-        stats.record_success(_now() - start, rows)
+        total_ns = _now() - start
+        stats.record_success(total_ns, rows)
+        probe = self.telemetry
+        if probe is not None:
+            probe.observe(request.inputs, outputs, total_ns, queue_ns, compute_ns)
         return outputs
 
     def _timeout(self, requested: int | None) -> int | None:
@@ -205,13 +222,16 @@ class ServedModel:
 
     def _run(
         self, inputs: dict[str, np.ndarray], enqueued: int, timeout_us: int | None
-    ) -> dict[str, np.ndarray]:
+    ) -> tuple[dict[str, np.ndarray], int, int]:
         # On a worker thread: the wait for a free instance is this request's queue time.
-        waited = _now() - enqueued
+        # Returns the outputs, the queue time and the compute time (ns).
+        started = _now()
+        waited = started - enqueued
         self.stats.record_queue(waited)
         if timeout_us and waited > timeout_us * 1000:
             raise RequestTimeoutError("Request timeout expired")
-        return self._runner.run(inputs)
+        outputs = self._runner.run(inputs)
+        return outputs, waited, _now() - started
 
     async def close(self, timeout_s: float = 30.0) -> None:
         """Refuse new requests and let the queued and running ones finish (the batcher's

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING
 from servekit.errors import InvalidArgumentError, ServekitError
 from servekit.serving.export import BatchingOptions, triton_config
 from servekit.serving.model import ServedModel
-from servekit.serving.repository import ModelEntry, RunnerOptions, close_entry, make_runner
+from servekit.serving.repository import (
+    PROFILE_FILE,
+    ModelEntry,
+    RunnerOptions,
+    close_entry,
+    make_runner,
+)
 
 if TYPE_CHECKING:
     from servekit.registry import Registry
@@ -68,8 +74,14 @@ class RegistrySource:
             model_file = self.registry.model_file(version.ref, verify=True)
             config = triton_config(version, model_file, self.batching)
             runner = make_runner(model_file, config, self.runner_options)
+            served = ServedModel(name, version.version, config, runner)
+            # Packaged variants are directory artifacts holding their reference profile
+            # (covered by the digest verified above).
+            artifact = self.registry.artifact_path(version.ref, verify=False)
+            profile = artifact / PROFILE_FILE
+            served.reference_profile_path = profile if profile.is_file() else None
             entry.config = config
-            entry.versions[version.version] = ServedModel(name, version.version, config, runner)
+            entry.versions[version.version] = served
         except ServekitError as exc:
             entry.failed[version.version] = str(exc)
             log.error("%s refused: %s", version.ref, exc)

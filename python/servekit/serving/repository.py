@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from servekit.errors import (
     InvalidArgumentError,
@@ -34,8 +35,13 @@ from servekit.serving.config import (
 from servekit.serving.model import ServedModel
 from servekit.serving.runners import OnnxRunner, Runner, TorchScriptRunner
 
+if TYPE_CHECKING:
+    from servekit.serving.telemetry import ServingTelemetry
+
 log = logging.getLogger("servekit.serving")
 
+#: A version's own reference profile, next to its model file.
+PROFILE_FILE = "reference_profile.json"
 READY, UNAVAILABLE = "READY", "UNAVAILABLE"
 
 
@@ -96,11 +102,18 @@ def find_model_file(version_dir: Path, config: ModelConfig | None) -> Path:
 class ModelRepository:
     """Loads, serves and unloads the models of one repository directory."""
 
-    def __init__(self, root: Path | None, options: RunnerOptions | None = None) -> None:
+    def __init__(
+        self,
+        root: Path | None,
+        options: RunnerOptions | None = None,
+        telemetry: ServingTelemetry | None = None,
+    ) -> None:
         """Open ``root`` (None: no directory, models come only from :attr:`external`);
-        raises StorageError when it is not a readable directory."""
+        raises StorageError when it is not a readable directory. With ``telemetry``, every
+        version installed gets its telemetry attached, and removed ones are detached."""
         self.root = Path(root) if root is not None else None
         self.options = options or RunnerOptions()
+        self.telemetry = telemetry
         #: Models built elsewhere (registry references): name -> builder of its entry.
         self.external: dict[str, Callable[[str], ModelEntry]] = {}
         self._entries: dict[str, ModelEntry] = {}
@@ -161,7 +174,10 @@ class ModelRepository:
             try:
                 model_file = find_model_file(model_dir / str(version), config)
                 runner = make_runner(model_file, config, self.options)
-                entry.versions[version] = ServedModel(name, version, config, runner)
+                served = ServedModel(name, version, config, runner)
+                profile = model_file.parent / PROFILE_FILE
+                served.reference_profile_path = profile if profile.is_file() else None
+                entry.versions[version] = served
             except ServekitError as exc:
                 entry.failed[version] = str(exc)
                 log.error("model '%s' version %d is not available: %s", name, version, exc)
@@ -182,6 +198,8 @@ class ModelRepository:
         requests already running on it finish.
         """
         old = self._entries.get(entry.name)
+        if self.telemetry is not None:
+            self.telemetry.replace(old, entry)
         self._entries[entry.name] = entry
         return old
 
@@ -191,6 +209,8 @@ class ModelRepository:
         entry = self._entries.get(name)
         if entry is None or not (entry.versions or entry.failed or entry.reason):
             raise NotFoundError(f"model '{name}' is not loaded")
+        if self.telemetry is not None:
+            self.telemetry.replace(entry, None)
         self._entries[name] = ModelEntry(name, reason="unloaded")
         return entry
 

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from prometheus_client import REGISTRY
 from starlette.routing import Route
 
 from servekit.errors import InvalidArgumentError, ServekitError
@@ -164,9 +165,13 @@ def create_app(plane: DataPlane, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     async def on_error(_request: Request, exc: Exception) -> Response:
         return error_response(exc)
 
+    registries = [REGISTRY]
+    if plane.repository.telemetry is not None:
+        registries.append(plane.repository.telemetry.registry)
+
     async def prometheus(_request: Request) -> Response:
         models = [m for e in plane.repository.entries() for m in e.versions.values()]
-        return Response(metrics.render(models), media_type=metrics.CONTENT_TYPE)
+        return Response(metrics.render(models, registries), media_type=metrics.CONTENT_TYPE)
 
     app.router.routes.append(Route("/metrics", prometheus, methods=["GET"]))
 
@@ -210,6 +215,14 @@ def create_app(plane: DataPlane, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     @app.get("/v2/models/{model}/versions/{version}/ready")
     async def version_ready(model: str, version: str) -> Response:
         return Response(status_code=200 if plane.model_ready(model, version) else 503)
+
+    @app.get("/v2/models/{model}/drift")
+    async def model_drift(model: str) -> Response:
+        return _json(plane.drift(model))
+
+    @app.get("/v2/models/{model}/versions/{version}/drift")
+    async def version_drift(model: str, version: str) -> Response:
+        return _json(plane.drift(model, version))
 
     @app.get("/v2/models/{model}/config")
     async def model_config(model: str) -> Response:

@@ -89,7 +89,8 @@ async def serve(
 ) -> None:
     """Serve ``plane`` on the bound ``sock`` until SIGTERM/SIGINT, then drain within
     ``options.drain_timeout_s``. ``background`` runs alongside (e.g. registry polling) and is
-    cancelled at shutdown."""
+    cancelled at shutdown. The repository's telemetry, if any, is evaluated on its timer while
+    serving and stopped (timer and alert dispatcher) after the drain."""
     app = create_app(plane, max_body_bytes=options.max_body_bytes)
     config = uvicorn.Config(
         app,
@@ -99,6 +100,9 @@ async def serve(
         timeout_graceful_shutdown=max(1, int(options.drain_timeout_s)),
     )
     server = _Server(config, plane)
+    telemetry = plane.repository.telemetry
+    if telemetry is not None:
+        telemetry.start()
     task = asyncio.create_task(background(plane)) if background is not None else None
     host, port = sock.getsockname()[:2]
     print(f"servekit: serving on http://{host}:{port}", flush=True)
@@ -114,4 +118,6 @@ async def serve(
             await asyncio.wait_for(plane.close(), options.drain_timeout_s)
         except TimeoutError:
             log.error("shutdown: models did not drain within %ss", options.drain_timeout_s)
+        if telemetry is not None:
+            await asyncio.to_thread(telemetry.close)
         print("servekit: stopped", file=sys.stderr, flush=True)
