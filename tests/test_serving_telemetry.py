@@ -30,8 +30,10 @@ from sklearn.linear_model import LogisticRegression
 from _serving import EXAMPLE_REPO, ServerProcess, _save, add_model, start_server
 from servekit.cli import main
 from servekit.errors import NotFoundError
-from servekit.serving import DataPlane, ModelRepository
+from servekit.registry import Registry
+from servekit.serving import DataPlane, ModelRepository, RunnerOptions
 from servekit.serving.codecs import InferRequest
+from servekit.serving.registry_source import RegistrySource
 from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
 from servekit.telemetry import build_reference_profile
 
@@ -412,6 +414,39 @@ def test_profile_that_fits_no_input_leaves_latency_only(tmp_path):
             assert len(telemetry.hub.all()) == 1
             await plane.unload("images")
             assert telemetry.hub.all() == []  # unloading detaches the version's telemetry
+        finally:
+            await plane.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        telemetry.close()
+
+
+def test_registry_directory_artifact_brings_its_profile_and_alias_moves_follow(tmp_path):
+    registry = Registry(tmp_path / "reg")
+    packaged = tmp_path / "packaged"  # what servekit package registers: a directory artifact
+    packaged.mkdir()
+    shutil.copy(EXAMPLE_REPO / "digits" / "1" / "model.onnx", packaged / "model.onnx")
+    shutil.copy(EXAMPLE_REPO / "digits" / "1" / "reference_profile.json", packaged)
+    registry.register("digits", packaged, format="onnx")
+    registry.register("digits", EXAMPLE_REPO / "digits" / "1" / "model.onnx", format="onnx")
+    registry.set_alias("digits:1", "production")
+    telemetry = ServingTelemetry()
+    plane = DataPlane(ModelRepository(None, telemetry=telemetry))
+    source = RegistrySource(registry, ["digits@production"], RunnerOptions())
+
+    async def run() -> None:
+        await source.load_all(plane)
+        try:
+            body = plane.drift("digits")
+            assert body["model_version"] == "1" and body["judged_features"] == 0
+            assert body["reference_profile"].endswith("reference_profile.json")
+            registry.set_alias("digits:2", "production")  # a single-file artifact: no profile
+            await source._refresh(plane, "digits")
+            assert [t.key for t in telemetry.hub.all()] == [("digits", "2")]
+            with pytest.raises(NotFoundError, match="'digits' version 2 has no reference"):
+                plane.drift("digits")
         finally:
             await plane.close()
 
