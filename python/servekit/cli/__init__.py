@@ -6,6 +6,7 @@ import click
 
 from servekit import __version__
 from servekit.cli._group import ServekitGroup
+from servekit.cli.bench import bench_command
 from servekit.cli.demo import demo
 from servekit.cli.drift import drift
 from servekit.cli.edge import export, verify_bundle_command
@@ -30,6 +31,7 @@ main.add_command(drift)
 main.add_command(package_command)
 main.add_command(export)
 main.add_command(verify_bundle_command)
+main.add_command(bench_command)
 main.add_command(promote_command)
 main.add_command(serve_command)
 export.add_command(export_triton_command)
