@@ -1,4 +1,4 @@
-"""``servekit hash``, ``--version`` and ``demo`` through the real command line."""
+"""``servekit hash`` and ``--version`` through the real command line."""
 
 from __future__ import annotations
 
@@ -53,9 +53,3 @@ def test_bad_input_prints_one_line_and_exits_2(run_cli, tmp_path):
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0], proc.stderr
         assert proc.stdout == ""
-
-
-def test_demo_runs(run_cli, tmp_path):
-    proc = run_cli("demo", "--workdir", str(tmp_path / "work"), "--quick", check=True)
-    assert "verified: ok" in proc.stdout
-    assert (tmp_path / "work").is_dir()

@@ -298,10 +298,18 @@ def _serve_and_watch(
                     f"{ok['ns'] / ok['count'] / 1e6:.3f} ms, {m['inference_count']} rows in "
                     f"{m['execution_count']} model runs"
                 )
-        metrics = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
-        for line in metrics.splitlines():
-            if line.startswith("servekit_latency_quantile_seconds") and 'kind="request"' in line:
-                say("      " + line)
+        with urllib.request.urlopen(f"{base}/metrics", timeout=10) as resp:
+            metrics = resp.read().decode()
+        quantiles = re.findall(
+            r'servekit_latency_quantile_seconds\{kind="request",[^}]*quantile="([\d.]+)"[^}]*\} '
+            r"(\S+)",
+            metrics,
+        )
+        if quantiles:
+            say(
+                "      request latency in the server (sketch, 1% accuracy): "
+                + ", ".join(f"p{float(q) * 100:g} {float(v) * 1e3:.3f} ms" for q, v in quantiles)
+            )
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
