@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import numpy as np
 
 from servekit.bench.run import DEFAULT_BATCH_SIZES, benchmark
+from servekit.cli._arrays import load_array
 from servekit.cli.registry import registry_option
 from servekit.errors import InvalidArgumentError
 from servekit.registry import Registry
@@ -25,13 +25,6 @@ def _ints(option: str, text: str | None) -> list[int] | None:
     if not values or any(v < 1 for v in values):
         raise InvalidArgumentError(f"{option} takes positive integers, got {text!r}")
     return values
-
-
-def _load(option: str, path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InvalidArgumentError(f"{option} {path}: cannot read a .npy array: {exc}") from None
 
 
 @click.command("bench")
@@ -95,8 +88,8 @@ def bench_command(
     """Benchmark the versions of NAME: size, load time, latency p50/p90/p99 and throughput per
     batch size, memory, accuracy (or R^2) and agreement with the lineage parent."""
     sizes = _ints("--batch-sizes", batch_sizes) or list(DEFAULT_BATCH_SIZES)
-    data = _load("--data", data_path)
-    labels = _load("--labels", labels_path) if labels_path is not None else None
+    data = load_array(data_path, "input")
+    labels = load_array(labels_path, "label") if labels_path is not None else None
     report = benchmark(
         Registry(registry_dir),
         name,

@@ -8,20 +8,12 @@ from pathlib import Path
 import click
 import numpy as np
 
-from servekit.errors import InvalidArgumentError, NotFoundError
+from servekit.cli._arrays import load_array
+from servekit.errors import NotFoundError
 from servekit.telemetry.drift import DriftMonitor, DriftReport, DriftThresholds
 from servekit.telemetry.profile import ReferenceProfile
 
 MAX_PLOTTED = 12
-
-
-def _load_array(path: Path, what: str) -> np.ndarray:
-    if not path.exists():
-        raise NotFoundError(f"{path}: no such file or directory")
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InvalidArgumentError(f"{path}: not a numpy .npy {what} array: {exc}") from None
 
 
 def write_plot(monitor: DriftMonitor, report: DriftReport, path: Path) -> list[str]:
@@ -114,8 +106,8 @@ def report_command(
     if not profile_path.exists():
         raise NotFoundError(f"{profile_path}: no such file or directory")
     profile = ReferenceProfile.load(profile_path)
-    data = _load_array(data_path, "input")
-    predictions = _load_array(predictions_path, "prediction") if predictions_path else None
+    data = load_array(data_path, "input")
+    predictions = load_array(predictions_path, "prediction") if predictions_path else None
     monitor = DriftMonitor(
         profile,
         window_rows=None,

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 
+from servekit.cli._arrays import load_array
 from servekit.errors import InvalidArgumentError
 
 _PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
@@ -95,13 +95,6 @@ def load_torch(spec: str, state_dict: Path | None) -> Any:
     return model.eval()
 
 
-def _load_array(path: Path, what: str) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InvalidArgumentError(f"cannot read {what} {str(path)!r}: {exc}") from None
-
-
 @click.command("package")
 @click.argument("model_file")
 @click.option(
@@ -180,8 +173,8 @@ def package_command(
     from servekit.packaging import package, parse_variants
 
     kinds = parse_variants(variants)
-    x = _load_array(inputs, "inputs")
-    y = _load_array(labels, "labels") if labels is not None else None
+    x = load_array(inputs, "inputs")
+    y = load_array(labels, "labels") if labels is not None else None
     if framework == "sklearn":
         if state_dict is not None:
             raise InvalidArgumentError("--state-dict is for torch models")
