@@ -43,9 +43,26 @@ def default_student(in_shape: tuple[int, ...], outputs: int, hidden: int) -> Any
     )
 
 
-def student_hidden_width(source: Source, fraction: float) -> int:
-    """Hidden width of the default student: ``fraction`` of the teacher's widest hidden layer
-    (at least 4), or FALLBACK_WIDTH."""
+def _conv_parameters(source: Source) -> int | None:
+    """Parameter count of a torch teacher that has convolutions; None otherwise."""
+    if source.framework != "torch":
+        return None
+    import torch
+
+    convs = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+    if not any(isinstance(m, convs) for m in source.model.modules()):
+        return None
+    return sum(p.numel() for p in source.model.parameters())
+
+
+def student_hidden_width(source: Source, fraction: float, in_features: int, outputs: int) -> int:
+    """Hidden width of the default student (at least 4): ``fraction`` of the teacher's widest
+    hidden layer for MLP teachers; for convolutional teachers, whose width says little about
+    their capacity, the width that gives the student ``fraction`` of the teacher's parameters;
+    FALLBACK_WIDTH when the teacher has no hidden layer."""
+    conv_params = _conv_parameters(source)
+    if conv_params is not None:
+        return max(4, round(fraction * conv_params / (in_features + outputs + 1)))
     width = teacher_width(source)
     return FALLBACK_WIDTH if width is None else max(4, round(width * fraction))
 
@@ -81,7 +98,7 @@ def distill(
     outputs = teacher_out.shape[1]
     hidden = None
     if student is None:
-        hidden = student_hidden_width(source, width_fraction)
+        hidden = student_hidden_width(source, width_fraction, math.prod(x.shape[1:]), outputs)
         student = default_student(tuple(x.shape[1:]), outputs, hidden)
     train_labels = labels
     if classifier and labels is not None and source.classes is not None:
