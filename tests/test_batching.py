@@ -250,6 +250,30 @@ def test_cancelled_task_leaves_the_queue():
     run(main())
 
 
+def test_wait_for_timeout_and_a_cancel_while_running_and_successive_loops():
+    rec = Recorder(gated=True)
+
+    async def main(b: DynamicBatcher) -> None:
+        running = asyncio.ensure_future(b.infer(req(0)))
+        await asyncio.to_thread(rec.wait_started)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(b.infer(req(1)), timeout=0.01)
+        assert b.stats()["queued"] == 0 and b.stats()["cancelled"] == 1
+        running.cancel()  # its batch already runs: the caller stops waiting, the batch goes on
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        rec.release(2)
+        out = await asyncio.shield(b.infer(req(2)))
+        np.testing.assert_array_equal(out["y"], req(2)["x"] * 2)
+
+    with DynamicBatcher(rec, max_batch_size=4) as b:
+        run(main(b))
+        # A second event loop gets its own mailbox; the first one's is no longer used.
+        rec.release()
+        assert run(b.infer(req(5)))["y"][0, 0] == 10.0
+    assert rec.batches == [[0], [2], [5]]
+
+
 def test_failing_batch_fails_exactly_its_requests_and_the_next_batch_succeeds():
     rec = Recorder(gated=True)
     rec.fail_on = 66.0

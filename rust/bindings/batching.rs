@@ -11,7 +11,8 @@ use crate::batching::{Batcher, Config, Done, Executor, Mailbox, Payload, Timing}
 use crate::error::{CoreError, CoreResult};
 use numpy::npyffi::{self, NpyTypes, NPY_ARRAY_WRITEABLE, PY_ARRAY_API};
 use numpy::{PyArray1, PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
-use pyo3::exceptions::PyException;
+use pyo3::exceptions::{PyException, PyRuntimeError, PyStopIteration};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use pyo3::IntoPyObjectExt;
@@ -31,10 +32,10 @@ type Outcome = (CoreResult<Named>, Timing);
 enum Reply {
     /// A thread blocked in `infer_sync`.
     Sync(Arc<Slot>),
-    /// An asyncio future, resolved on its loop through the loop's mailbox.
+    /// An asyncio awaitable, resolved on its loop through the loop's mailbox.
     Async {
         mailbox: Arc<Mailbox<Delivery>>,
-        future: Py<PyAny>,
+        pending: Py<PyPending>,
         with_timing: bool,
     },
 }
@@ -46,7 +47,7 @@ struct Slot {
 }
 
 struct Delivery {
-    future: Py<PyAny>,
+    pending: Py<PyPending>,
     outcome: Outcome,
     with_timing: bool,
 }
@@ -382,11 +383,11 @@ impl Executor for PyExec {
                 }
                 Reply::Async {
                     mailbox,
-                    future,
+                    pending,
                     with_timing,
                 } => {
                     let item = Delivery {
-                        future,
+                        pending,
                         outcome,
                         with_timing,
                     };
@@ -460,19 +461,255 @@ impl PyMailbox {
         self.inner.fd()
     }
 
-    /// Resolve the futures of every finished request; skips futures already cancelled.
+    /// Resolve every finished request and run its done callbacks (the awaiting tasks' steps)
+    /// right here, instead of scheduling one loop callback per request; skips cancelled ones.
+    /// A callback's `Exception` goes to the loop's exception handler; on a `BaseException`
+    /// (KeyboardInterrupt, SystemExit) the undelivered requests go back to the mailbox and the
+    /// exception propagates.
     fn deliver(&self, py: Python<'_>) -> PyResult<()> {
-        for d in self.inner.take() {
-            let fut = d.future.bind(py);
-            if fut.call_method0("done")?.is_truthy()? {
+        let mut items = self.inner.take().into_iter();
+        while let Some(d) = items.next() {
+            let pending = d.pending.bind(py);
+            if pending.borrow().is_done() {
                 continue;
             }
-            match outcome_value(py, &self.descrs, d.outcome, d.with_timing) {
-                Ok(v) => fut.call_method1("set_result", (v,))?,
-                Err(e) => fut.call_method1("set_exception", (e.into_value(py),))?,
-            };
+            let value = outcome_value(py, &self.descrs, d.outcome, d.with_timing);
+            if let Err(fatal) = PyPending::resolve(pending, value) {
+                self.inner.push_all(items);
+                return Err(fatal);
+            }
         }
         Ok(())
+    }
+}
+
+enum PendingState {
+    Waiting,
+    Ready(Py<PyAny>),
+    Failed(PyErr),
+    /// Cancelled, with the message given to `cancel`.
+    Cancelled(Option<Py<PyAny>>),
+}
+
+/// The awaitable of one asyncio request: a minimal asyncio-compatible future implemented
+/// here so that a request costs no `asyncio.Future`, no `loop.call_soon` handle and no extra
+/// loop iteration. It speaks the protocol `asyncio.Task` uses for foreign futures
+/// (`_asyncio_future_blocking`, `get_loop`, `add_done_callback` with a context, `result`,
+/// `cancel`). Invariant: it is only touched on its loop's thread, with the interpreter held;
+/// worker threads merely move the reference into the mailbox.
+#[pyclass(name = "PendingResult", module = "servekit._core")]
+struct PyPending {
+    state: PendingState,
+    callbacks: Vec<(Py<PyAny>, Option<Py<PyAny>>)>,
+    event_loop: Py<PyAny>,
+    blocking: bool,
+    yielded: bool,
+    /// The batcher and request id while it may still be queued (for cancellation).
+    request: Option<(Py<PyBatcher>, u64)>,
+}
+
+fn asyncio_error<'py>(py: Python<'py>, name: &str, msg: Option<&Py<PyAny>>) -> PyErr {
+    let made = py
+        .import("asyncio")
+        .and_then(|m| m.getattr(name))
+        .and_then(|cls| match msg {
+            Some(m) => cls.call1((m,)),
+            None => cls.call0(),
+        });
+    match made {
+        Ok(e) => PyErr::from_value(e),
+        Err(e) => e,
+    }
+}
+
+impl PyPending {
+    fn new(event_loop: Py<PyAny>) -> Self {
+        PyPending {
+            state: PendingState::Waiting,
+            callbacks: Vec::new(),
+            event_loop,
+            blocking: false,
+            yielded: false,
+            request: None,
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        !matches!(self.state, PendingState::Waiting)
+    }
+
+    fn outcome(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        match &self.state {
+            PendingState::Ready(v) => Ok(v.clone_ref(py)),
+            PendingState::Failed(e) => Err(e.clone_ref(py)),
+            PendingState::Cancelled(msg) => Err(asyncio_error(py, "CancelledError", msg.as_ref())),
+            PendingState::Waiting => Err(asyncio_error(py, "InvalidStateError", None)),
+        }
+    }
+
+    /// Settle a waiting request and run its done callbacks now (we are a callback of the
+    /// loop ourselves, so this is what the loop would do one iteration later). Returns the
+    /// first `BaseException` that is not an `Exception`; others go to the loop's handler.
+    fn resolve(slf: &Bound<'_, Self>, value: PyResult<Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let callbacks = {
+            let mut p = slf.borrow_mut();
+            if p.is_done() {
+                return Ok(());
+            }
+            p.state = match value {
+                Ok(v) => PendingState::Ready(v.unbind()),
+                Err(e) => PendingState::Failed(e),
+            };
+            p.request = None;
+            std::mem::take(&mut p.callbacks)
+        };
+        for (callback, context) in callbacks {
+            let ran = match context {
+                Some(ctx) => ctx
+                    .bind(py)
+                    .call_method1(intern!(py, "run"), (callback.bind(py), slf)),
+                None => callback.bind(py).call1((slf,)),
+            };
+            if let Err(e) = ran {
+                if !e.is_instance_of::<PyException>(py) {
+                    return Err(e);
+                }
+                let report = PyDict::new(py);
+                report.set_item("message", "Exception in a servekit request callback")?;
+                report.set_item("exception", e.value(py))?;
+                report.set_item("future", slf)?;
+                slf.borrow()
+                    .event_loop
+                    .bind(py)
+                    .call_method1("call_exception_handler", (report,))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Schedule `callback(self)` on the loop (for callbacks added or fired outside `deliver`).
+    fn call_soon(
+        slf: &Bound<'_, Self>,
+        callback: &Py<PyAny>,
+        context: Option<&Py<PyAny>>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("context", context)?;
+        slf.borrow().event_loop.bind(py).call_method(
+            intern!(py, "call_soon"),
+            (callback, slf),
+            Some(&kwargs),
+        )?;
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl PyPending {
+    #[getter(_asyncio_future_blocking)]
+    fn get_blocking(&self) -> bool {
+        self.blocking
+    }
+
+    #[setter(_asyncio_future_blocking)]
+    fn set_blocking(&mut self, value: bool) {
+        self.blocking = value;
+    }
+
+    /// The event loop this request resolves on.
+    fn get_loop(&self, py: Python<'_>) -> Py<PyAny> {
+        self.event_loop.clone_ref(py)
+    }
+
+    fn done(&self) -> bool {
+        self.is_done()
+    }
+
+    fn cancelled(&self) -> bool {
+        matches!(self.state, PendingState::Cancelled(_))
+    }
+
+    /// The outputs (or `(outputs, timing)`); raises the request's error, CancelledError or
+    /// InvalidStateError while it is not done.
+    fn result(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.outcome(py)
+    }
+
+    /// The request's error or None; raises CancelledError or InvalidStateError.
+    fn exception(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        match &self.state {
+            PendingState::Failed(e) => Ok(Some(e.value(py).clone().into_any().unbind())),
+            PendingState::Ready(_) => Ok(None),
+            _ => self.outcome(py).map(|_| None),
+        }
+    }
+
+    #[pyo3(signature = (callback, *, context=None))]
+    fn add_done_callback(
+        slf: &Bound<'_, Self>,
+        callback: Py<PyAny>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<()> {
+        if slf.borrow().is_done() {
+            return Self::call_soon(slf, &callback, context.as_ref());
+        }
+        slf.borrow_mut().callbacks.push((callback, context));
+        Ok(())
+    }
+
+    /// Remove every registration of `callback`; returns how many were removed.
+    fn remove_done_callback(&mut self, py: Python<'_>, callback: &Bound<'_, PyAny>) -> usize {
+        let before = self.callbacks.len();
+        self.callbacks
+            .retain(|(c, _)| !c.bind(py).eq(callback).unwrap_or(false));
+        before - self.callbacks.len()
+    }
+
+    /// Cancel the request: it leaves the queue if it has not started, and the awaiting task
+    /// gets CancelledError. Returns False when it was already done.
+    #[pyo3(signature = (msg=None))]
+    fn cancel(slf: &Bound<'_, Self>, msg: Option<Py<PyAny>>) -> PyResult<bool> {
+        let (callbacks, request) = {
+            let mut p = slf.borrow_mut();
+            if p.is_done() {
+                return Ok(false);
+            }
+            p.state = PendingState::Cancelled(msg);
+            (std::mem::take(&mut p.callbacks), p.request.take())
+        };
+        if let Some((batcher, id)) = request {
+            batcher.get().inner.cancel(id);
+        }
+        for (callback, context) in &callbacks {
+            Self::call_soon(slf, callback, context.as_ref())?;
+        }
+        Ok(true)
+    }
+
+    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    /// Yield itself once to the awaiting task, then finish with the result.
+    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let mut p = slf.borrow_mut();
+        if !p.is_done() {
+            if p.yielded {
+                return Err(PyRuntimeError::new_err("await wasn't used with future"));
+            }
+            p.yielded = true;
+            p.blocking = true;
+            return Ok(slf.clone().into_any().unbind());
+        }
+        let value = p.outcome(py)?;
+        Err(PyStopIteration::new_err((value,)))
     }
 }
 
@@ -532,33 +769,35 @@ impl PyBatcher {
         })
     }
 
-    /// Queue a request whose result resolves `future` through `mailbox`; returns its id.
-    #[pyo3(signature = (inputs, mailbox, future, priority, timeout_us, with_timing))]
-    fn submit(
-        &self,
-        inputs: &Bound<'_, PyDict>,
-        mailbox: &Bound<'_, PyMailbox>,
-        future: Py<PyAny>,
+    /// Queue a request; returns the awaitable that `mailbox` resolves on `event_loop`.
+    #[pyo3(signature = (inputs, mailbox, event_loop, priority, timeout_us, with_timing))]
+    fn submit<'py>(
+        slf: &Bound<'py, Self>,
+        inputs: &Bound<'py, PyDict>,
+        mailbox: &Bound<'py, PyMailbox>,
+        event_loop: Py<PyAny>,
         priority: i64,
         timeout_us: Option<i64>,
         with_timing: bool,
-    ) -> PyResult<u64> {
-        let (named, rows) = read_inputs(&self.inner.executor().descrs, inputs)?;
-        let reply = Reply::Async {
-            mailbox: Arc::clone(&mailbox.get().inner),
-            future,
-            with_timing,
-        };
+    ) -> PyResult<Bound<'py, PyPending>> {
+        let py = slf.py();
+        let this = slf.get();
+        let (named, rows) = read_inputs(&this.inner.executor().descrs, inputs)?;
+        let level = self::priority(priority)?;
+        let timeout = micros("timeout_us", timeout_us)?;
+        let pending = Bound::new(py, PyPending::new(event_loop))?;
         let job = Job {
             inputs: named,
             rows,
-            reply,
+            reply: Reply::Async {
+                mailbox: Arc::clone(&mailbox.get().inner),
+                pending: pending.clone().unbind(),
+                with_timing,
+            },
         };
-        Ok(self.inner.submit(
-            job,
-            self::priority(priority)?,
-            micros("timeout_us", timeout_us)?,
-        )?)
+        let id = this.inner.submit(job, level, timeout)?;
+        pending.borrow_mut().request = Some((slf.clone().unbind(), id));
+        Ok(pending)
     }
 
     /// Queue a request and wait for it with the interpreter released.
@@ -649,6 +888,7 @@ impl PyBatcher {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBatcher>()?;
+    m.add_class::<PyPending>()?;
     m.add_class::<PyMailbox>()?;
     Ok(())
 }
