@@ -296,6 +296,23 @@ def test_failing_batch_fails_exactly_its_requests_and_the_next_batch_succeeds():
     run(main())
 
 
+def test_results_are_views_of_the_runner_output_and_keep_its_write_protection():
+    class ReadOnly:
+        def run(self, batch):
+            x = batch["x"]
+            frozen = np.frombuffer((x * 3).tobytes(), dtype=x.dtype).reshape(x.shape)
+            return {"y": frozen, "w": x + 1}
+
+    with DynamicBatcher(ReadOnly(), max_batch_size=8) as b:
+        out = b.infer_sync(req(2, rows=3))
+    np.testing.assert_array_equal(out["y"], req(2, rows=3)["x"] * 3)
+    assert not out["y"].flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        out["y"][0, 0] = 1
+    out["w"][0, 0] = 7  # a writable output stays writable
+    assert out["w"][0, 0] == 7
+
+
 def test_runner_output_with_wrong_rows_is_an_inference_error():
     class Bad:
         def run(self, batch):

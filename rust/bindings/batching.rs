@@ -2,9 +2,10 @@
 //! runner as the batch executor, and delivery to asyncio futures or blocked threads.
 //!
 //! Interpreter use per batch: instance threads concatenate without it, attach once to wrap the
-//! batch inputs (zero-copy) and call `runner.run`, then split the outputs without it. Results
-//! for asyncio callers go to the caller loop's [`Mailbox`]; the loop wraps them into arrays
-//! (zero-copy) and resolves the futures, so delivering needs no second attach here.
+//! batch inputs (zero-copy) and call `runner.run`, keeping its output arrays. Results for
+//! asyncio callers go to the caller loop's [`Mailbox`]; the loop makes each request's outputs
+//! as views of its rows of those arrays (zero-copy) and resolves the awaitables, so
+//! delivering needs no second attach here.
 
 use crate::batching::tensor::{self, DType, Tensor};
 use crate::batching::{Batcher, Config, Done, Executor, Mailbox, Payload, Timing};
@@ -26,7 +27,7 @@ struct Named {
     tensors: Vec<Tensor>,
 }
 
-type Outcome = (CoreResult<Named>, Timing);
+type Outcome = (CoreResult<Rows>, Timing);
 
 /// Where a finished request goes.
 enum Reply {
@@ -242,18 +243,91 @@ struct PyExec {
     descrs: Arc<Descrs>,
 }
 
-/// A batch output read from the runner: kept alive by `owner` while it is split detached.
-struct RawOutput {
-    dtype: DType,
+/// One output array of a batch as the runner returned it (made C-contiguous if it was not).
+/// Each request gets a view of its rows whose base is this array, so no bytes are copied and
+/// the array lives as long as any view of it.
+struct BatchOutput {
+    descr: Py<PyArrayDescr>,
     shape: Vec<usize>,
-    data: *const u8,
-    len: usize,
-    _owner: Py<PyAny>,
+    data: *mut u8,
+    row_bytes: usize,
+    writeable: bool,
+    array: Py<PyAny>,
 }
 
-// SAFETY: `data` points into the array held by `_owner`, which nothing else mutates (the
-// runner handed it over) and which lives until this value is dropped.
-unsafe impl Send for RawOutput {}
+// SAFETY: `data` points into `array`, which this value keeps alive; it is only dereferenced
+// by numpy through views made with the interpreter held.
+unsafe impl Send for BatchOutput {}
+unsafe impl Sync for BatchOutput {}
+
+/// The outputs of one batch, shared by the requests that ran in it.
+struct BatchOutputs {
+    names: Vec<String>,
+    outputs: Vec<BatchOutput>,
+}
+
+/// One request's rows of its batch's outputs.
+struct Rows {
+    batch: Arc<BatchOutputs>,
+    start: usize,
+    rows: usize,
+}
+
+/// A numpy view of rows `start..start + rows` of `out`.
+fn row_view<'py>(
+    py: Python<'py>,
+    out: &BatchOutput,
+    start: usize,
+    rows: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    let mut dims: Vec<npyffi::npy_intp> =
+        out.shape.iter().map(|&d| d as npyffi::npy_intp).collect();
+    dims[0] = rows as npyffi::npy_intp;
+    let flags = if out.writeable {
+        NPY_ARRAY_WRITEABLE
+    } else {
+        0
+    };
+    // SAFETY: standard numpy C-API use. The rows lie inside the C-contiguous buffer of
+    // `out.array` (the runner's output was checked to have all the batch's rows);
+    // `NewFromDescr` steals a descriptor reference and `SetBaseObject` steals an array
+    // reference (also on failure), which keeps the buffer alive for as long as the view.
+    unsafe {
+        let data = out.data.add(start * out.row_bytes);
+        let arr = PY_ARRAY_API.PyArray_NewFromDescr(
+            py,
+            npyffi::get_type_object(py, NpyTypes::PyArray_Type),
+            out.descr.clone_ref(py).into_ptr() as *mut npyffi::PyArray_Descr,
+            dims.len() as c_int,
+            dims.as_mut_ptr(),
+            std::ptr::null_mut(),
+            data as *mut std::ffi::c_void,
+            flags,
+            std::ptr::null_mut(),
+        );
+        if arr.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        let arr = Bound::from_owned_ptr(py, arr);
+        if PY_ARRAY_API.PyArray_SetBaseObject(
+            py,
+            arr.as_ptr() as *mut npyffi::PyArrayObject,
+            out.array.clone_ref(py).into_ptr(),
+        ) < 0
+        {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(arr)
+    }
+}
+
+fn rows_dict<'py>(py: Python<'py>, r: &Rows) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for (name, out) in r.batch.names.iter().zip(&r.batch.outputs) {
+        dict.set_item(name, row_view(py, out, r.start, r.rows)?)?;
+    }
+    Ok(dict)
+}
 
 fn model_error(py: Python<'_>, err: PyErr) -> CoreError {
     let name = err
@@ -265,7 +339,7 @@ fn model_error(py: Python<'_>, err: PyErr) -> CoreError {
 }
 
 impl PyExec {
-    fn call_runner(&self, batch: Named, rows: usize) -> CoreResult<(Vec<String>, Vec<RawOutput>)> {
+    fn call_runner(&self, batch: Named, rows: usize) -> CoreResult<BatchOutputs> {
         Python::attach(|py| {
             let inputs = to_dict(py, &self.descrs, batch).map_err(|e| model_error(py, e))?;
             let out = self
@@ -280,7 +354,7 @@ impl PyExec {
                 ))
             })?;
             let mut names = Vec::with_capacity(out.len());
-            let mut raws = Vec::with_capacity(out.len());
+            let mut outputs = Vec::with_capacity(out.len());
             for (k, v) in out.iter() {
                 let name = k.str().map(|s| s.to_string()).unwrap_or_default();
                 let what = format!("runner output '{name}'");
@@ -297,7 +371,7 @@ impl PyExec {
                 let a = arr
                     .cast::<PyUntypedArray>()
                     .map_err(|_| CoreError::Inference(format!("{what} is not an array")))?;
-                let dtype = self.descrs.remember(&a.dtype());
+                let descr = a.dtype();
                 let shape = a.shape().to_vec();
                 if shape.first() != Some(&rows) {
                     let got = shape
@@ -307,28 +381,35 @@ impl PyExec {
                         "{what} has {got} for a batch of {rows} rows; outputs must have the batch dimension first"
                     )));
                 }
-                let len = shape.iter().product::<usize>() * dtype.itemsize;
-                // SAFETY: C-contiguous array, see RawOutput.
-                let data = unsafe { (*a.as_array_ptr()).fields.data as *const u8 };
+                let row_bytes = shape[1..].iter().product::<usize>() * descr.itemsize();
+                // SAFETY: reading the fields of a live array, see BatchOutput.
+                let (data, writeable) = unsafe {
+                    let raw = &*a.as_array_ptr();
+                    (
+                        raw.fields.data as *mut u8,
+                        raw.fields.flags & NPY_ARRAY_WRITEABLE != 0,
+                    )
+                };
                 names.push(name);
-                raws.push(RawOutput {
-                    dtype,
+                outputs.push(BatchOutput {
+                    descr: descr.unbind(),
                     shape,
                     data,
-                    len,
-                    _owner: arr.unbind(),
+                    row_bytes,
+                    writeable,
+                    array: arr.unbind(),
                 });
             }
-            Ok((names, raws))
+            Ok(BatchOutputs { names, outputs })
         })
     }
 }
 
 impl Executor for PyExec {
     type Payload = Job;
-    type Output = Named;
+    type Output = Rows;
 
-    fn run(&self, batch: &[Job]) -> CoreResult<Vec<Named>> {
+    fn run(&self, batch: &[Job]) -> CoreResult<Vec<Rows>> {
         let first = &batch[0].inputs;
         let tensors = (0..first.tensors.len())
             .map(|i| {
@@ -345,34 +426,22 @@ impl Executor for PyExec {
             names: Arc::clone(&first.names),
             tensors,
         };
-        let (names, raws) = self.call_runner(merged, rows.iter().sum())?;
-        let names: Arc<[String]> = names.into();
-        let mut per_request: Vec<Vec<Tensor>> = (0..batch.len())
-            .map(|_| Vec::with_capacity(raws.len()))
-            .collect();
-        for (name, raw) in names.iter().zip(&raws) {
-            let bytes = if raw.len == 0 {
-                &[][..]
-            } else {
-                // SAFETY: see RawOutput; the interpreter is released but the array is owned.
-                unsafe { std::slice::from_raw_parts(raw.data, raw.len) }
-            };
-            let parts = tensor::split(raw.dtype, &raw.shape, bytes, &rows)
-                .map_err(|e| CoreError::Inference(format!("runner output '{name}' {e}")))?;
-            for (dst, t) in per_request.iter_mut().zip(parts) {
-                dst.push(t);
-            }
-        }
-        Ok(per_request
-            .into_iter()
-            .map(|tensors| Named {
-                names: Arc::clone(&names),
-                tensors,
+        let outputs = Arc::new(self.call_runner(merged, rows.iter().sum())?);
+        let mut start = 0;
+        Ok(rows
+            .iter()
+            .map(|&n| {
+                start += n;
+                Rows {
+                    batch: Arc::clone(&outputs),
+                    start: start - n,
+                    rows: n,
+                }
             })
             .collect())
     }
 
-    fn complete(&self, done: Vec<Done<Job, Named>>) {
+    fn complete(&self, done: Vec<Done<Job, Rows>>) {
         let mut groups: Vec<(Arc<Mailbox<Delivery>>, Vec<Delivery>)> = Vec::new();
         for d in done {
             let outcome = (d.result, d.timing);
@@ -417,12 +486,11 @@ fn timing_tuple<'py>(py: Python<'py>, t: Timing) -> PyResult<Bound<'py, PyTuple>
 /// The Python value of a finished request: outputs, or `(outputs, timing)`.
 fn outcome_value<'py>(
     py: Python<'py>,
-    descrs: &Descrs,
     outcome: Outcome,
     with_timing: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let (result, timing) = outcome;
-    let outputs = to_dict(py, descrs, result?)?;
+    let outputs = rows_dict(py, &result?)?;
     if with_timing {
         (outputs, timing_tuple(py, timing)?).into_bound_py_any(py)
     } else {
@@ -452,7 +520,6 @@ fn priority(p: i64) -> CoreResult<u32> {
 #[pyclass(frozen, name = "Mailbox", module = "servekit._core")]
 struct PyMailbox {
     inner: Arc<Mailbox<Delivery>>,
-    descrs: Arc<Descrs>,
 }
 
 #[pymethods]
@@ -473,7 +540,7 @@ impl PyMailbox {
             if pending.borrow().is_done() {
                 continue;
             }
-            let value = outcome_value(py, &self.descrs, d.outcome, d.with_timing);
+            let value = outcome_value(py, d.outcome, d.with_timing);
             if let Err(fatal) = PyPending::resolve(pending, value) {
                 self.inner.push_all(items);
                 return Err(fatal);
@@ -765,7 +832,6 @@ impl PyBatcher {
     fn mailbox(&self) -> PyResult<PyMailbox> {
         Ok(PyMailbox {
             inner: Arc::new(Mailbox::new()?),
-            descrs: Arc::clone(&self.inner.executor().descrs),
         })
     }
 
@@ -832,7 +898,7 @@ impl PyBatcher {
                 g = slot.ready.wait(g).unwrap_or_else(|p| p.into_inner());
             }
         });
-        outcome_value(py, descrs, outcome, with_timing)
+        outcome_value(py, outcome, with_timing)
     }
 
     /// Remove a queued request; True when it had not started.

@@ -18,7 +18,11 @@ Arrays = dict[str, np.ndarray]
 
 class Runner(Protocol):
     """A model executor: runs one batch whose arrays all have the batch dimension first and
-    returns outputs with the same number of rows (an ONNX Runtime session wrapper, say)."""
+    returns outputs with the same number of rows (an ONNX Runtime session wrapper, say).
+
+    Each caller receives views of its rows of the returned arrays (no copy), so ``run`` must
+    return arrays it does not reuse or modify afterwards; read-only outputs give read-only
+    views."""
 
     def run(self, batch_inputs: Arrays) -> Arrays: ...
 
