@@ -15,7 +15,7 @@ use numpy::{PyArray1, PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntyp
 use pyo3::exceptions::{PyException, PyRuntimeError, PyStopIteration};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::IntoPyObjectExt;
 use std::os::raw::c_int;
 use std::sync::{Arc, Condvar, Mutex};
@@ -102,43 +102,45 @@ impl Descrs {
     }
 }
 
-/// Copy one numpy array (or anything `numpy.asarray` accepts) into a tensor. `what` names it
-/// in errors, e.g. "input 'x'".
-fn to_tensor(descrs: &Descrs, what: &str, value: &Bound<'_, PyAny>) -> CoreResult<Tensor> {
+/// Copy one numpy array (or anything `numpy.asarray` accepts) into a tensor; errors name it
+/// as input `name`.
+fn to_tensor(descrs: &Descrs, name: &str, value: &Bound<'_, PyAny>) -> CoreResult<Tensor> {
     let py = value.py();
     let converted;
     let mut arr = match value.cast::<PyUntypedArray>() {
         Ok(a) => a.clone(),
         Err(_) => {
             converted = numpy_asarray(py, value)
-                .map_err(|e| CoreError::invalid(format!("{what} is not an array: {e}")))?;
+                .map_err(|e| CoreError::invalid(format!("input '{name}' is not an array: {e}")))?;
             converted
                 .cast_into::<PyUntypedArray>()
-                .map_err(|_| CoreError::invalid(format!("{what} is not an array")))?
+                .map_err(|_| CoreError::invalid(format!("input '{name}' is not an array")))?
         }
     };
     let descr = arr.dtype();
     if !matches!(descr.kind(), b'b' | b'i' | b'u' | b'f' | b'c') {
         return Err(CoreError::invalid(format!(
-            "{what} has dtype {}; batching handles bool, integer, float and complex arrays",
+            "input '{name}' has dtype {}; batching handles bool, integer, float and complex arrays",
             descr.str().map(|s| s.to_string()).unwrap_or_default()
         )));
     }
     if descr.is_native_byteorder() == Some(false) {
         return Err(CoreError::invalid(format!(
-            "{what} is not in native byte order"
+            "input '{name}' is not in native byte order"
         )));
     }
     if arr.ndim() == 0 {
         return Err(CoreError::invalid(format!(
-            "{what} is a 0-d array; inputs need a batch dimension first"
+            "input '{name}' is a 0-d array; inputs need a batch dimension first"
         )));
     }
     if !arr.is_c_contiguous() {
         arr = arr
             .call_method0("copy")
             .and_then(|c| Ok(c.cast_into::<PyUntypedArray>()?))
-            .map_err(|e| CoreError::invalid(format!("{what}: cannot make it contiguous: {e}")))?;
+            .map_err(|e| {
+                CoreError::invalid(format!("input '{name}': cannot make it contiguous: {e}"))
+            })?;
     }
     let dtype = descrs.remember(&descr);
     let shape = arr.shape().to_vec();
@@ -206,20 +208,52 @@ fn to_dict<'py>(py: Python<'py>, descrs: &Descrs, named: Named) -> PyResult<Boun
     Ok(dict)
 }
 
+/// The sorted input names of the latest request, shared by later requests with the same
+/// names so that a request allocates no name strings.
+#[derive(Default)]
+struct InputNames(Mutex<Option<Arc<[String]>>>);
+
+impl InputNames {
+    fn intern(&self, sorted: &[&str]) -> Arc<[String]> {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(names) = last.as_ref() {
+            if names.len() == sorted.len() && names.iter().zip(sorted).all(|(a, b)| a == b) {
+                return Arc::clone(names);
+            }
+        }
+        let names: Arc<[String]> = sorted.iter().map(|s| s.to_string()).collect();
+        *last = Some(Arc::clone(&names));
+        names
+    }
+}
+
 /// Read a request's inputs: names sorted, one tensor each, all with the same rows.
-fn read_inputs(descrs: &Descrs, inputs: &Bound<'_, PyDict>) -> CoreResult<(Named, usize)> {
+fn read_inputs(
+    descrs: &Descrs,
+    known: &InputNames,
+    inputs: &Bound<'_, PyDict>,
+) -> CoreResult<(Named, usize)> {
     if inputs.is_empty() {
         return Err(CoreError::invalid("a request needs at least one input"));
     }
-    let mut items = Vec::with_capacity(inputs.len());
+    let mut pairs = Vec::with_capacity(inputs.len());
     for (k, v) in inputs.iter() {
-        let name: String = k
-            .extract()
-            .map_err(|_| CoreError::invalid(format!("input names must be strings, got {k}")))?;
-        let t = to_tensor(descrs, &format!("input '{name}'"), &v)?;
-        items.push((name, t));
+        let key = k.cast_into::<PyString>().map_err(|e| {
+            CoreError::invalid(format!(
+                "input names must be strings, got {}",
+                e.into_inner()
+            ))
+        })?;
+        pairs.push((key, v));
     }
-    items.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut items = Vec::with_capacity(pairs.len());
+    for (key, v) in &pairs {
+        let name = key
+            .to_str()
+            .map_err(|e| CoreError::invalid(format!("input name {key} is not valid text: {e}")))?;
+        items.push((name, to_tensor(descrs, name, v)?));
+    }
+    items.sort_by(|a, b| a.0.cmp(b.0));
     let rows = items[0].1.rows();
     if let Some((name, t)) = items.iter().find(|(_, t)| t.rows() != rows) {
         return Err(CoreError::invalid(format!(
@@ -228,10 +262,10 @@ fn read_inputs(descrs: &Descrs, inputs: &Bound<'_, PyDict>) -> CoreResult<(Named
             items[0].0
         )));
     }
-    let (names, tensors): (Vec<String>, Vec<Tensor>) = items.into_iter().unzip();
+    let (names, tensors): (Vec<&str>, Vec<Tensor>) = items.into_iter().unzip();
     Ok((
         Named {
-            names: names.into(),
+            names: known.intern(&names),
             tensors,
         },
         rows,
@@ -241,6 +275,7 @@ fn read_inputs(descrs: &Descrs, inputs: &Bound<'_, PyDict>) -> CoreResult<(Named
 struct PyExec {
     run: Py<PyAny>,
     descrs: Arc<Descrs>,
+    input_names: InputNames,
 }
 
 /// One output array of a batch as the runner returned it (made C-contiguous if it was not).
@@ -822,6 +857,7 @@ impl PyBatcher {
         let exec = PyExec {
             run,
             descrs: Arc::default(),
+            input_names: InputNames::default(),
         };
         Ok(PyBatcher {
             inner: Batcher::start(cfg, exec)?,
@@ -848,7 +884,8 @@ impl PyBatcher {
     ) -> PyResult<Bound<'py, PyPending>> {
         let py = slf.py();
         let this = slf.get();
-        let (named, rows) = read_inputs(&this.inner.executor().descrs, inputs)?;
+        let exec = this.inner.executor();
+        let (named, rows) = read_inputs(&exec.descrs, &exec.input_names, inputs)?;
         let level = self::priority(priority)?;
         let timeout = micros("timeout_us", timeout_us)?;
         let pending = Bound::new(py, PyPending::new(event_loop))?;
@@ -876,8 +913,8 @@ impl PyBatcher {
         timeout_us: Option<i64>,
         with_timing: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let descrs = &self.inner.executor().descrs;
-        let (named, rows) = read_inputs(descrs, inputs)?;
+        let exec = self.inner.executor();
+        let (named, rows) = read_inputs(&exec.descrs, &exec.input_names, inputs)?;
         let slot = Arc::new(Slot::default());
         let job = Job {
             inputs: named,
