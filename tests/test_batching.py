@@ -296,6 +296,31 @@ def test_failing_batch_fails_exactly_its_requests_and_the_next_batch_succeeds():
     run(main())
 
 
+def test_awaiting_under_a_tracer_uses_the_iterator_protocol():
+    """Debuggers and coverage tools trace frames; CPython then resumes awaits through
+    ``__next__`` instead of the fast send slot: results and errors must be the same."""
+    import sys
+
+    rec = Recorder()
+    rec.fail_on = 9.0
+
+    async def main(b: DynamicBatcher) -> None:
+        out = await b.infer(req(4))
+        np.testing.assert_array_equal(out["y"], req(4)["x"] * 2)
+        with pytest.raises(InferenceError, match=r"model exploded on 9\.0"):
+            await b.infer(req(9))
+
+    def tracer(frame, event, arg):
+        return tracer
+
+    with DynamicBatcher(rec, max_batch_size=4) as b:
+        sys.settrace(tracer)
+        try:
+            run(main(b))
+        finally:
+            sys.settrace(None)
+
+
 def test_results_are_views_of_the_runner_output_and_keep_its_write_protection():
     class ReadOnly:
         def run(self, batch):

@@ -798,20 +798,79 @@ impl PyPending {
         slf
     }
 
-    /// Yield itself once to the awaiting task, then finish with the result.
+    /// Yield itself once to the awaiting task, then finish with the result (see `step`;
+    /// `await` uses the `am_send` slot instead, which needs no StopIteration).
     fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        match Self::step(slf)? {
+            Step::Yield(me) => Ok(me),
+            Step::Return(value) => Err(PyStopIteration::new_err((value,))),
+        }
+    }
+}
+
+enum Step {
+    Yield(Py<PyAny>),
+    Return(Py<PyAny>),
+}
+
+impl PyPending {
+    /// One step of `await`: yield this object to the task while waiting (once), then return
+    /// the result or raise the error.
+    fn step(slf: &Bound<'_, Self>) -> PyResult<Step> {
         let py = slf.py();
-        let mut p = slf.borrow_mut();
+        let mut p = slf.try_borrow_mut()?;
         if !p.is_done() {
             if p.yielded {
                 return Err(PyRuntimeError::new_err("await wasn't used with future"));
             }
             p.yielded = true;
             p.blocking = true;
-            return Ok(slf.clone().into_any().unbind());
+            return Ok(Step::Yield(slf.clone().into_any().unbind()));
         }
-        let value = p.outcome(py)?;
-        Err(PyStopIteration::new_err((value,)))
+        p.outcome(py).map(Step::Return)
+    }
+}
+
+/// The `am_send` slot of PendingResult: `await` resumes through it and gets the result back
+/// directly, where `__next__` must wrap it in a StopIteration exception.
+unsafe extern "C" fn pending_send(
+    iter: *mut pyo3::ffi::PyObject,
+    _arg: *mut pyo3::ffi::PyObject,
+    result: *mut *mut pyo3::ffi::PyObject,
+) -> pyo3::ffi::PySendResult {
+    use pyo3::ffi::PySendResult;
+    // SAFETY: CPython calls this slot with the interpreter attached and `iter` a live object
+    // of the type the slot was installed on.
+    let py = unsafe { Python::assume_attached() };
+    let iter = unsafe { Bound::ref_from_ptr(py, &iter) };
+    let stepped = iter
+        .cast::<PyPending>()
+        .map_err(PyErr::from)
+        .and_then(PyPending::step);
+    let (status, value) = match stepped {
+        Ok(Step::Yield(v)) => (PySendResult::PYGEN_NEXT, v.into_ptr()),
+        Ok(Step::Return(v)) => (PySendResult::PYGEN_RETURN, v.into_ptr()),
+        Err(e) => {
+            e.restore(py);
+            (PySendResult::PYGEN_ERROR, std::ptr::null_mut())
+        }
+    };
+    // SAFETY: CPython passes a valid place for the result.
+    unsafe { *result = value };
+    status
+}
+
+/// Install `pending_send` as PendingResult's `am_send` slot (PyO3 has no way to declare it).
+fn install_pending_send(py: Python<'_>) {
+    let ty = py.get_type::<PyPending>();
+    // SAFETY: PyO3 creates pyclass types as heap types (PyType_FromSpec), whose
+    // `tp_as_async` points at the `as_async` table inside the type object itself (checked);
+    // one slot of it is filled before any instance exists. Without it, `__next__` serves.
+    unsafe {
+        let heap = ty.as_ptr() as *mut pyo3::ffi::PyHeapTypeObject;
+        if std::ptr::eq((*heap).ht_type.tp_as_async, &raw mut (*heap).as_async) {
+            (*heap).as_async.am_send = Some(pending_send);
+        }
     }
 }
 
@@ -992,6 +1051,7 @@ impl PyBatcher {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBatcher>()?;
     m.add_class::<PyPending>()?;
+    install_pending_send(m.py());
     m.add_class::<PyMailbox>()?;
     Ok(())
 }
