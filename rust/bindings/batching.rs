@@ -18,7 +18,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::IntoPyObjectExt;
 use std::os::raw::c_int;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
 /// Named tensors sharing one name list (outputs of a batch, or one request's inputs).
@@ -606,8 +606,9 @@ struct PyPending {
     event_loop: Py<PyAny>,
     blocking: bool,
     yielded: bool,
-    /// The batcher and request id while it may still be queued (for cancellation).
-    request: Option<(Py<PyBatcher>, u64)>,
+    /// The batcher and request id while it may still be queued (for cancellation). Weak:
+    /// the queued request holds this object, so a strong reference would be a cycle.
+    request: Option<(Weak<Batcher<PyExec>>, u64)>,
 }
 
 fn asyncio_error<'py>(py: Python<'py>, name: &str, msg: Option<&Py<PyAny>>) -> PyErr {
@@ -782,7 +783,9 @@ impl PyPending {
             (std::mem::take(&mut p.callbacks), p.request.take())
         };
         if let Some((batcher, id)) = request {
-            batcher.get().inner.cancel(id);
+            if let Some(batcher) = batcher.upgrade() {
+                batcher.cancel(id);
+            }
         }
         for (callback, context) in &callbacks {
             Self::call_soon(slf, callback, context.as_ref())?;
@@ -877,7 +880,7 @@ fn install_pending_send(py: Python<'_>) {
 /// The Rust batcher around a Python runner's `run` method.
 #[pyclass(frozen, name = "Batcher", module = "servekit._core")]
 struct PyBatcher {
-    inner: Batcher<PyExec>,
+    inner: Arc<Batcher<PyExec>>,
 }
 
 #[pymethods]
@@ -919,7 +922,7 @@ impl PyBatcher {
             input_names: InputNames::default(),
         };
         Ok(PyBatcher {
-            inner: Batcher::start(cfg, exec)?,
+            inner: Arc::new(Batcher::start(cfg, exec)?),
         })
     }
 
@@ -933,7 +936,7 @@ impl PyBatcher {
     /// Queue a request; returns the awaitable that `mailbox` resolves on `event_loop`.
     #[pyo3(signature = (inputs, mailbox, event_loop, priority, timeout_us, with_timing))]
     fn submit<'py>(
-        slf: &Bound<'py, Self>,
+        &self,
         inputs: &Bound<'py, PyDict>,
         mailbox: &Bound<'py, PyMailbox>,
         event_loop: Py<PyAny>,
@@ -941,9 +944,8 @@ impl PyBatcher {
         timeout_us: Option<i64>,
         with_timing: bool,
     ) -> PyResult<Bound<'py, PyPending>> {
-        let py = slf.py();
-        let this = slf.get();
-        let exec = this.inner.executor();
+        let py = inputs.py();
+        let exec = self.inner.executor();
         let (named, rows) = read_inputs(&exec.descrs, &exec.input_names, inputs)?;
         let level = self::priority(priority)?;
         let timeout = micros("timeout_us", timeout_us)?;
@@ -957,8 +959,8 @@ impl PyBatcher {
                 with_timing,
             },
         };
-        let id = this.inner.submit(job, level, timeout)?;
-        pending.borrow_mut().request = Some((slf.clone().unbind(), id));
+        let id = self.inner.submit(job, level, timeout)?;
+        pending.borrow_mut().request = Some((Arc::downgrade(&self.inner), id));
         Ok(pending)
     }
 
