@@ -250,6 +250,30 @@ def test_cancelled_task_leaves_the_queue():
     run(main())
 
 
+def test_wait_for_timeout_and_a_cancel_while_running_and_successive_loops():
+    rec = Recorder(gated=True)
+
+    async def main(b: DynamicBatcher) -> None:
+        running = asyncio.ensure_future(b.infer(req(0)))
+        await asyncio.to_thread(rec.wait_started)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(b.infer(req(1)), timeout=0.01)
+        assert b.stats()["queued"] == 0 and b.stats()["cancelled"] == 1
+        running.cancel()  # its batch already runs: the caller stops waiting, the batch goes on
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        rec.release(2)
+        out = await asyncio.shield(b.infer(req(2)))
+        np.testing.assert_array_equal(out["y"], req(2)["x"] * 2)
+
+    with DynamicBatcher(rec, max_batch_size=4) as b:
+        run(main(b))
+        # A second event loop gets its own mailbox; the first one's is no longer used.
+        rec.release()
+        assert run(b.infer(req(5)))["y"][0, 0] == 10.0
+    assert rec.batches == [[0], [2], [5]]
+
+
 def test_failing_batch_fails_exactly_its_requests_and_the_next_batch_succeeds():
     rec = Recorder(gated=True)
     rec.fail_on = 66.0
@@ -270,6 +294,48 @@ def test_failing_batch_fails_exactly_its_requests_and_the_next_batch_succeeds():
             assert b.stats()["fail"] == 3
 
     run(main())
+
+
+def test_awaiting_under_a_tracer_uses_the_iterator_protocol():
+    """Debuggers and coverage tools trace frames; CPython then resumes awaits through
+    ``__next__`` instead of the fast send slot: results and errors must be the same."""
+    import sys
+
+    rec = Recorder()
+    rec.fail_on = 9.0
+
+    async def main(b: DynamicBatcher) -> None:
+        out = await b.infer(req(4))
+        np.testing.assert_array_equal(out["y"], req(4)["x"] * 2)
+        with pytest.raises(InferenceError, match=r"model exploded on 9\.0"):
+            await b.infer(req(9))
+
+    def tracer(frame, event, arg):
+        return tracer
+
+    with DynamicBatcher(rec, max_batch_size=4) as b:
+        sys.settrace(tracer)
+        try:
+            run(main(b))
+        finally:
+            sys.settrace(None)
+
+
+def test_results_are_views_of_the_runner_output_and_keep_its_write_protection():
+    class ReadOnly:
+        def run(self, batch):
+            x = batch["x"]
+            frozen = np.frombuffer((x * 3).tobytes(), dtype=x.dtype).reshape(x.shape)
+            return {"y": frozen, "w": x + 1}
+
+    with DynamicBatcher(ReadOnly(), max_batch_size=8) as b:
+        out = b.infer_sync(req(2, rows=3))
+    np.testing.assert_array_equal(out["y"], req(2, rows=3)["x"] * 3)
+    assert not out["y"].flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        out["y"][0, 0] = 1
+    out["w"][0, 0] = 7  # a writable output stays writable
+    assert out["w"][0, 0] == 7
 
 
 def test_runner_output_with_wrong_rows_is_an_inference_error():

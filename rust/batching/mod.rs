@@ -1,7 +1,7 @@
 //! Dynamic request batching with Triton's batch-formation semantics.
 //!
 //! [`Batcher`] queues requests by priority, forms batches with [`Queue::decide`] and runs them
-//! on instance threads through an [`Executor`]; [`tensor`] concatenates and splits request
+//! on instance threads through an [`Executor`]; [`tensor`] concatenates request
 //! tensors by rows; [`Mailbox`] wakes an event loop when results are ready. Nothing here knows
 //! Python: the binding implements [`Executor`] around the user's runner.
 

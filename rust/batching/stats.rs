@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 pub struct Timing {
     /// From enqueue until its batch started.
     pub queue_ns: u64,
-    /// Duration of its batch: concatenation, the runner call and splitting.
+    /// Duration of its batch: concatenation and the runner call.
     pub compute_ns: u64,
     /// Rows in its batch.
     pub batch_size: usize,

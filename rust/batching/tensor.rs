@@ -1,5 +1,5 @@
-//! Row-major tensors owned by Rust: the bytes of one request's input or output, concatenated
-//! into batches and split back by rows without the Python interpreter.
+//! Row-major tensors owned by Rust: the bytes of one request's input, concatenated into
+//! batches without the Python interpreter.
 
 use crate::error::{CoreError, CoreResult};
 
@@ -48,10 +48,6 @@ impl Tensor {
     pub fn inner_shape(&self) -> &[usize] {
         &self.shape[1..]
     }
-
-    fn row_bytes(&self) -> usize {
-        self.inner_shape().iter().product::<usize>() * self.dtype.itemsize
-    }
 }
 
 /// Concatenate tensors along the batch dimension. All parts must share dtype and inner shape
@@ -85,55 +81,6 @@ pub fn concat(parts: &[&Tensor]) -> CoreResult<Tensor> {
     })
 }
 
-/// Split a batch tensor given as raw parts (`data` is its C-contiguous bytes) into tensors of
-/// `rows[i]` rows each. Fails when the rows do not add up to the tensor's first dimension.
-pub fn split(
-    dtype: DType,
-    shape: &[usize],
-    data: &[u8],
-    rows: &[usize],
-) -> CoreResult<Vec<Tensor>> {
-    let total: usize = rows.iter().sum();
-    if shape.first() != Some(&total) {
-        let got = match shape.first() {
-            Some(n) => format!("{n} rows"),
-            None => "no batch dimension".to_string(),
-        };
-        return Err(CoreError::Inference(format!(
-            "has {got} for a batch of {total} rows; outputs must have the batch dimension first"
-        )));
-    }
-    let row_bytes = shape[1..].iter().product::<usize>() * dtype.itemsize;
-    if row_bytes * total != data.len() {
-        return Err(CoreError::Inference(format!(
-            "holds {} bytes, expected {} for shape {shape:?}",
-            data.len(),
-            row_bytes * total
-        )));
-    }
-    let mut out = Vec::with_capacity(rows.len());
-    let mut at = 0;
-    for &n in rows {
-        let mut s = shape.to_vec();
-        s[0] = n;
-        out.push(Tensor {
-            dtype,
-            shape: s,
-            data: data[at..at + n * row_bytes].to_vec(),
-        });
-        at += n * row_bytes;
-    }
-    Ok(out)
-}
-
-impl Tensor {
-    /// Split this tensor into consecutive row blocks (see [`split`]).
-    pub fn split_rows(&self, rows: &[usize]) -> CoreResult<Vec<Tensor>> {
-        debug_assert!(self.row_bytes() * self.rows() == self.data.len());
-        split(self.dtype, &self.shape, &self.data, rows)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,30 +97,18 @@ mod tests {
     }
 
     #[test]
-    fn concat_then_split_round_trips() {
+    fn concat_stacks_rows_in_order() {
         let a = t(1, 3, 0.0);
         let b = t(2, 3, 10.0);
-        let c = t(3, 3, 100.0);
-        let batch = concat(&[&a, &b, &c]).unwrap();
-        assert_eq!(batch.shape, vec![6, 3]);
-        let parts = batch.split_rows(&[1, 2, 3]).unwrap();
-        assert_eq!(parts, vec![a, b, c]);
+        let batch = concat(&[&a, &b]).unwrap();
+        assert_eq!(batch.shape, vec![3, 3]);
+        assert_eq!(batch.data, [a.data, b.data].concat());
     }
 
     #[test]
     fn concat_refuses_different_inner_shapes() {
         let err = concat(&[&t(1, 3, 0.0), &t(1, 4, 0.0)]).unwrap_err();
         assert!(err.to_string().contains("[1, 4]"), "{err}");
-    }
-
-    #[test]
-    fn split_refuses_wrong_row_count() {
-        let err = t(3, 2, 0.0).split_rows(&[1, 1]).unwrap_err();
-        assert!(matches!(err, CoreError::Inference(_)));
-        assert!(
-            err.to_string().contains("3 rows for a batch of 2 rows"),
-            "{err}"
-        );
     }
 
     #[test]

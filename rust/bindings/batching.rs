@@ -2,21 +2,23 @@
 //! runner as the batch executor, and delivery to asyncio futures or blocked threads.
 //!
 //! Interpreter use per batch: instance threads concatenate without it, attach once to wrap the
-//! batch inputs (zero-copy) and call `runner.run`, then split the outputs without it. Results
-//! for asyncio callers go to the caller loop's [`Mailbox`]; the loop wraps them into arrays
-//! (zero-copy) and resolves the futures, so delivering needs no second attach here.
+//! batch inputs (zero-copy) and call `runner.run`, keeping its output arrays. Results for
+//! asyncio callers go to the caller loop's [`Mailbox`]; the loop makes each request's outputs
+//! as views of its rows of those arrays (zero-copy) and resolves the awaitables, so
+//! delivering needs no second attach here.
 
 use crate::batching::tensor::{self, DType, Tensor};
 use crate::batching::{Batcher, Config, Done, Executor, Mailbox, Payload, Timing};
 use crate::error::{CoreError, CoreResult};
 use numpy::npyffi::{self, NpyTypes, NPY_ARRAY_WRITEABLE, PY_ARRAY_API};
 use numpy::{PyArray1, PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
-use pyo3::exceptions::PyException;
+use pyo3::exceptions::{PyException, PyRuntimeError, PyStopIteration};
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::IntoPyObjectExt;
 use std::os::raw::c_int;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
 /// Named tensors sharing one name list (outputs of a batch, or one request's inputs).
@@ -25,16 +27,16 @@ struct Named {
     tensors: Vec<Tensor>,
 }
 
-type Outcome = (CoreResult<Named>, Timing);
+type Outcome = (CoreResult<Rows>, Timing);
 
 /// Where a finished request goes.
 enum Reply {
     /// A thread blocked in `infer_sync`.
     Sync(Arc<Slot>),
-    /// An asyncio future, resolved on its loop through the loop's mailbox.
+    /// An asyncio awaitable, resolved on its loop through the loop's mailbox.
     Async {
         mailbox: Arc<Mailbox<Delivery>>,
-        future: Py<PyAny>,
+        pending: Py<PyPending>,
         with_timing: bool,
     },
 }
@@ -46,7 +48,7 @@ struct Slot {
 }
 
 struct Delivery {
-    future: Py<PyAny>,
+    pending: Py<PyPending>,
     outcome: Outcome,
     with_timing: bool,
 }
@@ -100,43 +102,45 @@ impl Descrs {
     }
 }
 
-/// Copy one numpy array (or anything `numpy.asarray` accepts) into a tensor. `what` names it
-/// in errors, e.g. "input 'x'".
-fn to_tensor(descrs: &Descrs, what: &str, value: &Bound<'_, PyAny>) -> CoreResult<Tensor> {
+/// Copy one numpy array (or anything `numpy.asarray` accepts) into a tensor; errors name it
+/// as input `name`.
+fn to_tensor(descrs: &Descrs, name: &str, value: &Bound<'_, PyAny>) -> CoreResult<Tensor> {
     let py = value.py();
     let converted;
     let mut arr = match value.cast::<PyUntypedArray>() {
         Ok(a) => a.clone(),
         Err(_) => {
             converted = numpy_asarray(py, value)
-                .map_err(|e| CoreError::invalid(format!("{what} is not an array: {e}")))?;
+                .map_err(|e| CoreError::invalid(format!("input '{name}' is not an array: {e}")))?;
             converted
                 .cast_into::<PyUntypedArray>()
-                .map_err(|_| CoreError::invalid(format!("{what} is not an array")))?
+                .map_err(|_| CoreError::invalid(format!("input '{name}' is not an array")))?
         }
     };
     let descr = arr.dtype();
     if !matches!(descr.kind(), b'b' | b'i' | b'u' | b'f' | b'c') {
         return Err(CoreError::invalid(format!(
-            "{what} has dtype {}; batching handles bool, integer, float and complex arrays",
+            "input '{name}' has dtype {}; batching handles bool, integer, float and complex arrays",
             descr.str().map(|s| s.to_string()).unwrap_or_default()
         )));
     }
     if descr.is_native_byteorder() == Some(false) {
         return Err(CoreError::invalid(format!(
-            "{what} is not in native byte order"
+            "input '{name}' is not in native byte order"
         )));
     }
     if arr.ndim() == 0 {
         return Err(CoreError::invalid(format!(
-            "{what} is a 0-d array; inputs need a batch dimension first"
+            "input '{name}' is a 0-d array; inputs need a batch dimension first"
         )));
     }
     if !arr.is_c_contiguous() {
         arr = arr
             .call_method0("copy")
             .and_then(|c| Ok(c.cast_into::<PyUntypedArray>()?))
-            .map_err(|e| CoreError::invalid(format!("{what}: cannot make it contiguous: {e}")))?;
+            .map_err(|e| {
+                CoreError::invalid(format!("input '{name}': cannot make it contiguous: {e}"))
+            })?;
     }
     let dtype = descrs.remember(&descr);
     let shape = arr.shape().to_vec();
@@ -204,20 +208,52 @@ fn to_dict<'py>(py: Python<'py>, descrs: &Descrs, named: Named) -> PyResult<Boun
     Ok(dict)
 }
 
+/// The sorted input names of the latest request, shared by later requests with the same
+/// names so that a request allocates no name strings.
+#[derive(Default)]
+struct InputNames(Mutex<Option<Arc<[String]>>>);
+
+impl InputNames {
+    fn intern(&self, sorted: &[&str]) -> Arc<[String]> {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(names) = last.as_ref() {
+            if names.len() == sorted.len() && names.iter().zip(sorted).all(|(a, b)| a == b) {
+                return Arc::clone(names);
+            }
+        }
+        let names: Arc<[String]> = sorted.iter().map(|s| s.to_string()).collect();
+        *last = Some(Arc::clone(&names));
+        names
+    }
+}
+
 /// Read a request's inputs: names sorted, one tensor each, all with the same rows.
-fn read_inputs(descrs: &Descrs, inputs: &Bound<'_, PyDict>) -> CoreResult<(Named, usize)> {
+fn read_inputs(
+    descrs: &Descrs,
+    known: &InputNames,
+    inputs: &Bound<'_, PyDict>,
+) -> CoreResult<(Named, usize)> {
     if inputs.is_empty() {
         return Err(CoreError::invalid("a request needs at least one input"));
     }
-    let mut items = Vec::with_capacity(inputs.len());
+    let mut pairs = Vec::with_capacity(inputs.len());
     for (k, v) in inputs.iter() {
-        let name: String = k
-            .extract()
-            .map_err(|_| CoreError::invalid(format!("input names must be strings, got {k}")))?;
-        let t = to_tensor(descrs, &format!("input '{name}'"), &v)?;
-        items.push((name, t));
+        let key = k.cast_into::<PyString>().map_err(|e| {
+            CoreError::invalid(format!(
+                "input names must be strings, got {}",
+                e.into_inner()
+            ))
+        })?;
+        pairs.push((key, v));
     }
-    items.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut items = Vec::with_capacity(pairs.len());
+    for (key, v) in &pairs {
+        let name = key
+            .to_str()
+            .map_err(|e| CoreError::invalid(format!("input name {key} is not valid text: {e}")))?;
+        items.push((name, to_tensor(descrs, name, v)?));
+    }
+    items.sort_by(|a, b| a.0.cmp(b.0));
     let rows = items[0].1.rows();
     if let Some((name, t)) = items.iter().find(|(_, t)| t.rows() != rows) {
         return Err(CoreError::invalid(format!(
@@ -226,10 +262,10 @@ fn read_inputs(descrs: &Descrs, inputs: &Bound<'_, PyDict>) -> CoreResult<(Named
             items[0].0
         )));
     }
-    let (names, tensors): (Vec<String>, Vec<Tensor>) = items.into_iter().unzip();
+    let (names, tensors): (Vec<&str>, Vec<Tensor>) = items.into_iter().unzip();
     Ok((
         Named {
-            names: names.into(),
+            names: known.intern(&names),
             tensors,
         },
         rows,
@@ -239,20 +275,94 @@ fn read_inputs(descrs: &Descrs, inputs: &Bound<'_, PyDict>) -> CoreResult<(Named
 struct PyExec {
     run: Py<PyAny>,
     descrs: Arc<Descrs>,
+    input_names: InputNames,
 }
 
-/// A batch output read from the runner: kept alive by `owner` while it is split detached.
-struct RawOutput {
-    dtype: DType,
+/// One output array of a batch as the runner returned it (made C-contiguous if it was not).
+/// Each request gets a view of its rows whose base is this array, so no bytes are copied and
+/// the array lives as long as any view of it.
+struct BatchOutput {
+    descr: Py<PyArrayDescr>,
     shape: Vec<usize>,
-    data: *const u8,
-    len: usize,
-    _owner: Py<PyAny>,
+    data: *mut u8,
+    row_bytes: usize,
+    writeable: bool,
+    array: Py<PyAny>,
 }
 
-// SAFETY: `data` points into the array held by `_owner`, which nothing else mutates (the
-// runner handed it over) and which lives until this value is dropped.
-unsafe impl Send for RawOutput {}
+// SAFETY: `data` points into `array`, which this value keeps alive; it is only dereferenced
+// by numpy through views made with the interpreter held.
+unsafe impl Send for BatchOutput {}
+unsafe impl Sync for BatchOutput {}
+
+/// The outputs of one batch, shared by the requests that ran in it.
+struct BatchOutputs {
+    names: Vec<String>,
+    outputs: Vec<BatchOutput>,
+}
+
+/// One request's rows of its batch's outputs.
+struct Rows {
+    batch: Arc<BatchOutputs>,
+    start: usize,
+    rows: usize,
+}
+
+/// A numpy view of rows `start..start + rows` of `out`.
+fn row_view<'py>(
+    py: Python<'py>,
+    out: &BatchOutput,
+    start: usize,
+    rows: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    let mut dims: Vec<npyffi::npy_intp> =
+        out.shape.iter().map(|&d| d as npyffi::npy_intp).collect();
+    dims[0] = rows as npyffi::npy_intp;
+    let flags = if out.writeable {
+        NPY_ARRAY_WRITEABLE
+    } else {
+        0
+    };
+    // SAFETY: standard numpy C-API use. The rows lie inside the C-contiguous buffer of
+    // `out.array` (the runner's output was checked to have all the batch's rows);
+    // `NewFromDescr` steals a descriptor reference and `SetBaseObject` steals an array
+    // reference (also on failure), which keeps the buffer alive for as long as the view.
+    unsafe {
+        let data = out.data.add(start * out.row_bytes);
+        let arr = PY_ARRAY_API.PyArray_NewFromDescr(
+            py,
+            npyffi::get_type_object(py, NpyTypes::PyArray_Type),
+            out.descr.clone_ref(py).into_ptr() as *mut npyffi::PyArray_Descr,
+            dims.len() as c_int,
+            dims.as_mut_ptr(),
+            std::ptr::null_mut(),
+            data as *mut std::ffi::c_void,
+            flags,
+            std::ptr::null_mut(),
+        );
+        if arr.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        let arr = Bound::from_owned_ptr(py, arr);
+        if PY_ARRAY_API.PyArray_SetBaseObject(
+            py,
+            arr.as_ptr() as *mut npyffi::PyArrayObject,
+            out.array.clone_ref(py).into_ptr(),
+        ) < 0
+        {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(arr)
+    }
+}
+
+fn rows_dict<'py>(py: Python<'py>, r: &Rows) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for (name, out) in r.batch.names.iter().zip(&r.batch.outputs) {
+        dict.set_item(name, row_view(py, out, r.start, r.rows)?)?;
+    }
+    Ok(dict)
+}
 
 fn model_error(py: Python<'_>, err: PyErr) -> CoreError {
     let name = err
@@ -264,7 +374,7 @@ fn model_error(py: Python<'_>, err: PyErr) -> CoreError {
 }
 
 impl PyExec {
-    fn call_runner(&self, batch: Named, rows: usize) -> CoreResult<(Vec<String>, Vec<RawOutput>)> {
+    fn call_runner(&self, batch: Named, rows: usize) -> CoreResult<BatchOutputs> {
         Python::attach(|py| {
             let inputs = to_dict(py, &self.descrs, batch).map_err(|e| model_error(py, e))?;
             let out = self
@@ -279,7 +389,7 @@ impl PyExec {
                 ))
             })?;
             let mut names = Vec::with_capacity(out.len());
-            let mut raws = Vec::with_capacity(out.len());
+            let mut outputs = Vec::with_capacity(out.len());
             for (k, v) in out.iter() {
                 let name = k.str().map(|s| s.to_string()).unwrap_or_default();
                 let what = format!("runner output '{name}'");
@@ -296,7 +406,7 @@ impl PyExec {
                 let a = arr
                     .cast::<PyUntypedArray>()
                     .map_err(|_| CoreError::Inference(format!("{what} is not an array")))?;
-                let dtype = self.descrs.remember(&a.dtype());
+                let descr = a.dtype();
                 let shape = a.shape().to_vec();
                 if shape.first() != Some(&rows) {
                     let got = shape
@@ -306,28 +416,35 @@ impl PyExec {
                         "{what} has {got} for a batch of {rows} rows; outputs must have the batch dimension first"
                     )));
                 }
-                let len = shape.iter().product::<usize>() * dtype.itemsize;
-                // SAFETY: C-contiguous array, see RawOutput.
-                let data = unsafe { (*a.as_array_ptr()).fields.data as *const u8 };
+                let row_bytes = shape[1..].iter().product::<usize>() * descr.itemsize();
+                // SAFETY: reading the fields of a live array, see BatchOutput.
+                let (data, writeable) = unsafe {
+                    let raw = &*a.as_array_ptr();
+                    (
+                        raw.fields.data as *mut u8,
+                        raw.fields.flags & NPY_ARRAY_WRITEABLE != 0,
+                    )
+                };
                 names.push(name);
-                raws.push(RawOutput {
-                    dtype,
+                outputs.push(BatchOutput {
+                    descr: descr.unbind(),
                     shape,
                     data,
-                    len,
-                    _owner: arr.unbind(),
+                    row_bytes,
+                    writeable,
+                    array: arr.unbind(),
                 });
             }
-            Ok((names, raws))
+            Ok(BatchOutputs { names, outputs })
         })
     }
 }
 
 impl Executor for PyExec {
     type Payload = Job;
-    type Output = Named;
+    type Output = Rows;
 
-    fn run(&self, batch: &[Job]) -> CoreResult<Vec<Named>> {
+    fn run(&self, batch: &[Job]) -> CoreResult<Vec<Rows>> {
         let first = &batch[0].inputs;
         let tensors = (0..first.tensors.len())
             .map(|i| {
@@ -344,34 +461,22 @@ impl Executor for PyExec {
             names: Arc::clone(&first.names),
             tensors,
         };
-        let (names, raws) = self.call_runner(merged, rows.iter().sum())?;
-        let names: Arc<[String]> = names.into();
-        let mut per_request: Vec<Vec<Tensor>> = (0..batch.len())
-            .map(|_| Vec::with_capacity(raws.len()))
-            .collect();
-        for (name, raw) in names.iter().zip(&raws) {
-            let bytes = if raw.len == 0 {
-                &[][..]
-            } else {
-                // SAFETY: see RawOutput; the interpreter is released but the array is owned.
-                unsafe { std::slice::from_raw_parts(raw.data, raw.len) }
-            };
-            let parts = tensor::split(raw.dtype, &raw.shape, bytes, &rows)
-                .map_err(|e| CoreError::Inference(format!("runner output '{name}' {e}")))?;
-            for (dst, t) in per_request.iter_mut().zip(parts) {
-                dst.push(t);
-            }
-        }
-        Ok(per_request
-            .into_iter()
-            .map(|tensors| Named {
-                names: Arc::clone(&names),
-                tensors,
+        let outputs = Arc::new(self.call_runner(merged, rows.iter().sum())?);
+        let mut start = 0;
+        Ok(rows
+            .iter()
+            .map(|&n| {
+                start += n;
+                Rows {
+                    batch: Arc::clone(&outputs),
+                    start: start - n,
+                    rows: n,
+                }
             })
             .collect())
     }
 
-    fn complete(&self, done: Vec<Done<Job, Named>>) {
+    fn complete(&self, done: Vec<Done<Job, Rows>>) {
         let mut groups: Vec<(Arc<Mailbox<Delivery>>, Vec<Delivery>)> = Vec::new();
         for d in done {
             let outcome = (d.result, d.timing);
@@ -382,11 +487,11 @@ impl Executor for PyExec {
                 }
                 Reply::Async {
                     mailbox,
-                    future,
+                    pending,
                     with_timing,
                 } => {
                     let item = Delivery {
-                        future,
+                        pending,
                         outcome,
                         with_timing,
                     };
@@ -416,12 +521,11 @@ fn timing_tuple<'py>(py: Python<'py>, t: Timing) -> PyResult<Bound<'py, PyTuple>
 /// The Python value of a finished request: outputs, or `(outputs, timing)`.
 fn outcome_value<'py>(
     py: Python<'py>,
-    descrs: &Descrs,
     outcome: Outcome,
     with_timing: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let (result, timing) = outcome;
-    let outputs = to_dict(py, descrs, result?)?;
+    let outputs = rows_dict(py, &result?)?;
     if with_timing {
         (outputs, timing_tuple(py, timing)?).into_bound_py_any(py)
     } else {
@@ -451,7 +555,6 @@ fn priority(p: i64) -> CoreResult<u32> {
 #[pyclass(frozen, name = "Mailbox", module = "servekit._core")]
 struct PyMailbox {
     inner: Arc<Mailbox<Delivery>>,
-    descrs: Arc<Descrs>,
 }
 
 #[pymethods]
@@ -460,26 +563,324 @@ impl PyMailbox {
         self.inner.fd()
     }
 
-    /// Resolve the futures of every finished request; skips futures already cancelled.
+    /// Resolve every finished request and run its done callbacks (the awaiting tasks' steps)
+    /// right here, instead of scheduling one loop callback per request; skips cancelled ones.
+    /// A callback's `Exception` goes to the loop's exception handler; on a `BaseException`
+    /// (KeyboardInterrupt, SystemExit) the undelivered requests go back to the mailbox and the
+    /// exception propagates.
     fn deliver(&self, py: Python<'_>) -> PyResult<()> {
-        for d in self.inner.take() {
-            let fut = d.future.bind(py);
-            if fut.call_method0("done")?.is_truthy()? {
+        let mut items = self.inner.take().into_iter();
+        while let Some(d) = items.next() {
+            let pending = d.pending.bind(py);
+            if pending.borrow().is_done() {
                 continue;
             }
-            match outcome_value(py, &self.descrs, d.outcome, d.with_timing) {
-                Ok(v) => fut.call_method1("set_result", (v,))?,
-                Err(e) => fut.call_method1("set_exception", (e.into_value(py),))?,
-            };
+            let value = outcome_value(py, d.outcome, d.with_timing);
+            if let Err(fatal) = PyPending::resolve(pending, value) {
+                self.inner.push_all(items);
+                return Err(fatal);
+            }
         }
         Ok(())
+    }
+}
+
+enum PendingState {
+    Waiting,
+    Ready(Py<PyAny>),
+    Failed(PyErr),
+    /// Cancelled, with the message given to `cancel`.
+    Cancelled(Option<Py<PyAny>>),
+}
+
+/// The awaitable of one asyncio request: a minimal asyncio-compatible future implemented
+/// here so that a request costs no `asyncio.Future`, no `loop.call_soon` handle and no extra
+/// loop iteration. It speaks the protocol `asyncio.Task` uses for foreign futures
+/// (`_asyncio_future_blocking`, `get_loop`, `add_done_callback` with a context, `result`,
+/// `cancel`). Invariant: it is only touched on its loop's thread, with the interpreter held;
+/// worker threads merely move the reference into the mailbox.
+#[pyclass(name = "PendingResult", module = "servekit._core")]
+struct PyPending {
+    state: PendingState,
+    callbacks: Vec<(Py<PyAny>, Option<Py<PyAny>>)>,
+    event_loop: Py<PyAny>,
+    blocking: bool,
+    yielded: bool,
+    /// The batcher and request id while it may still be queued (for cancellation). Weak:
+    /// the queued request holds this object, so a strong reference would be a cycle.
+    request: Option<(Weak<Batcher<PyExec>>, u64)>,
+}
+
+fn asyncio_error<'py>(py: Python<'py>, name: &str, msg: Option<&Py<PyAny>>) -> PyErr {
+    let made = py
+        .import("asyncio")
+        .and_then(|m| m.getattr(name))
+        .and_then(|cls| match msg {
+            Some(m) => cls.call1((m,)),
+            None => cls.call0(),
+        });
+    match made {
+        Ok(e) => PyErr::from_value(e),
+        Err(e) => e,
+    }
+}
+
+impl PyPending {
+    fn new(event_loop: Py<PyAny>) -> Self {
+        PyPending {
+            state: PendingState::Waiting,
+            callbacks: Vec::new(),
+            event_loop,
+            blocking: false,
+            yielded: false,
+            request: None,
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        !matches!(self.state, PendingState::Waiting)
+    }
+
+    fn outcome(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        match &self.state {
+            PendingState::Ready(v) => Ok(v.clone_ref(py)),
+            PendingState::Failed(e) => Err(e.clone_ref(py)),
+            PendingState::Cancelled(msg) => Err(asyncio_error(py, "CancelledError", msg.as_ref())),
+            PendingState::Waiting => Err(asyncio_error(py, "InvalidStateError", None)),
+        }
+    }
+
+    /// Settle a waiting request and run its done callbacks now (we are a callback of the
+    /// loop ourselves, so this is what the loop would do one iteration later). Returns the
+    /// first `BaseException` that is not an `Exception`; others go to the loop's handler.
+    fn resolve(slf: &Bound<'_, Self>, value: PyResult<Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let callbacks = {
+            let mut p = slf.borrow_mut();
+            if p.is_done() {
+                return Ok(());
+            }
+            p.state = match value {
+                Ok(v) => PendingState::Ready(v.unbind()),
+                Err(e) => PendingState::Failed(e),
+            };
+            p.request = None;
+            std::mem::take(&mut p.callbacks)
+        };
+        for (callback, context) in callbacks {
+            let ran = match context {
+                Some(ctx) => ctx
+                    .bind(py)
+                    .call_method1(intern!(py, "run"), (callback.bind(py), slf)),
+                None => callback.bind(py).call1((slf,)),
+            };
+            if let Err(e) = ran {
+                if !e.is_instance_of::<PyException>(py) {
+                    return Err(e);
+                }
+                let report = PyDict::new(py);
+                report.set_item("message", "Exception in a servekit request callback")?;
+                report.set_item("exception", e.value(py))?;
+                report.set_item("future", slf)?;
+                slf.borrow()
+                    .event_loop
+                    .bind(py)
+                    .call_method1("call_exception_handler", (report,))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Schedule `callback(self)` on the loop (for callbacks added or fired outside `deliver`).
+    fn call_soon(
+        slf: &Bound<'_, Self>,
+        callback: &Py<PyAny>,
+        context: Option<&Py<PyAny>>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("context", context)?;
+        slf.borrow().event_loop.bind(py).call_method(
+            intern!(py, "call_soon"),
+            (callback, slf),
+            Some(&kwargs),
+        )?;
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl PyPending {
+    #[getter(_asyncio_future_blocking)]
+    fn get_blocking(&self) -> bool {
+        self.blocking
+    }
+
+    #[setter(_asyncio_future_blocking)]
+    fn set_blocking(&mut self, value: bool) {
+        self.blocking = value;
+    }
+
+    /// The event loop this request resolves on.
+    fn get_loop(&self, py: Python<'_>) -> Py<PyAny> {
+        self.event_loop.clone_ref(py)
+    }
+
+    fn done(&self) -> bool {
+        self.is_done()
+    }
+
+    fn cancelled(&self) -> bool {
+        matches!(self.state, PendingState::Cancelled(_))
+    }
+
+    /// The outputs (or `(outputs, timing)`); raises the request's error, CancelledError or
+    /// InvalidStateError while it is not done.
+    fn result(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.outcome(py)
+    }
+
+    /// The request's error or None; raises CancelledError or InvalidStateError.
+    fn exception(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        match &self.state {
+            PendingState::Failed(e) => Ok(Some(e.value(py).clone().into_any().unbind())),
+            PendingState::Ready(_) => Ok(None),
+            _ => self.outcome(py).map(|_| None),
+        }
+    }
+
+    #[pyo3(signature = (callback, *, context=None))]
+    fn add_done_callback(
+        slf: &Bound<'_, Self>,
+        callback: Py<PyAny>,
+        context: Option<Py<PyAny>>,
+    ) -> PyResult<()> {
+        if slf.borrow().is_done() {
+            return Self::call_soon(slf, &callback, context.as_ref());
+        }
+        slf.borrow_mut().callbacks.push((callback, context));
+        Ok(())
+    }
+
+    /// Remove every registration of `callback`; returns how many were removed.
+    fn remove_done_callback(&mut self, py: Python<'_>, callback: &Bound<'_, PyAny>) -> usize {
+        let before = self.callbacks.len();
+        self.callbacks
+            .retain(|(c, _)| !c.bind(py).eq(callback).unwrap_or(false));
+        before - self.callbacks.len()
+    }
+
+    /// Cancel the request: it leaves the queue if it has not started, and the awaiting task
+    /// gets CancelledError. Returns False when it was already done.
+    #[pyo3(signature = (msg=None))]
+    fn cancel(slf: &Bound<'_, Self>, msg: Option<Py<PyAny>>) -> PyResult<bool> {
+        let (callbacks, request) = {
+            let mut p = slf.borrow_mut();
+            if p.is_done() {
+                return Ok(false);
+            }
+            p.state = PendingState::Cancelled(msg);
+            (std::mem::take(&mut p.callbacks), p.request.take())
+        };
+        if let Some((batcher, id)) = request {
+            if let Some(batcher) = batcher.upgrade() {
+                batcher.cancel(id);
+            }
+        }
+        for (callback, context) in &callbacks {
+            Self::call_soon(slf, callback, context.as_ref())?;
+        }
+        Ok(true)
+    }
+
+    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    /// Yield itself once to the awaiting task, then finish with the result (see `step`;
+    /// `await` uses the `am_send` slot instead, which needs no StopIteration).
+    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        match Self::step(slf)? {
+            Step::Yield(me) => Ok(me),
+            Step::Return(value) => Err(PyStopIteration::new_err((value,))),
+        }
+    }
+}
+
+enum Step {
+    Yield(Py<PyAny>),
+    Return(Py<PyAny>),
+}
+
+impl PyPending {
+    /// One step of `await`: yield this object to the task while waiting (once), then return
+    /// the result or raise the error.
+    fn step(slf: &Bound<'_, Self>) -> PyResult<Step> {
+        let py = slf.py();
+        let mut p = slf.try_borrow_mut()?;
+        if !p.is_done() {
+            if p.yielded {
+                return Err(PyRuntimeError::new_err("await wasn't used with future"));
+            }
+            p.yielded = true;
+            p.blocking = true;
+            return Ok(Step::Yield(slf.clone().into_any().unbind()));
+        }
+        p.outcome(py).map(Step::Return)
+    }
+}
+
+/// The `am_send` slot of PendingResult: `await` resumes through it and gets the result back
+/// directly, where `__next__` must wrap it in a StopIteration exception.
+unsafe extern "C" fn pending_send(
+    iter: *mut pyo3::ffi::PyObject,
+    _arg: *mut pyo3::ffi::PyObject,
+    result: *mut *mut pyo3::ffi::PyObject,
+) -> pyo3::ffi::PySendResult {
+    use pyo3::ffi::PySendResult;
+    // SAFETY: CPython calls this slot with the interpreter attached and `iter` a live object
+    // of the type the slot was installed on.
+    let py = unsafe { Python::assume_attached() };
+    let iter = unsafe { Bound::ref_from_ptr(py, &iter) };
+    let stepped = iter
+        .cast::<PyPending>()
+        .map_err(PyErr::from)
+        .and_then(PyPending::step);
+    let (status, value) = match stepped {
+        Ok(Step::Yield(v)) => (PySendResult::PYGEN_NEXT, v.into_ptr()),
+        Ok(Step::Return(v)) => (PySendResult::PYGEN_RETURN, v.into_ptr()),
+        Err(e) => {
+            e.restore(py);
+            (PySendResult::PYGEN_ERROR, std::ptr::null_mut())
+        }
+    };
+    // SAFETY: CPython passes a valid place for the result.
+    unsafe { *result = value };
+    status
+}
+
+/// Install `pending_send` as PendingResult's `am_send` slot (PyO3 has no way to declare it).
+fn install_pending_send(py: Python<'_>) {
+    let ty = py.get_type::<PyPending>();
+    // SAFETY: PyO3 creates pyclass types as heap types (PyType_FromSpec), whose
+    // `tp_as_async` points at the `as_async` table inside the type object itself (checked);
+    // one slot of it is filled before any instance exists. Without it, `__next__` serves.
+    unsafe {
+        let heap = ty.as_ptr() as *mut pyo3::ffi::PyHeapTypeObject;
+        if std::ptr::eq((*heap).ht_type.tp_as_async, &raw mut (*heap).as_async) {
+            (*heap).as_async.am_send = Some(pending_send);
+        }
     }
 }
 
 /// The Rust batcher around a Python runner's `run` method.
 #[pyclass(frozen, name = "Batcher", module = "servekit._core")]
 struct PyBatcher {
-    inner: Batcher<PyExec>,
+    inner: Arc<Batcher<PyExec>>,
 }
 
 #[pymethods]
@@ -518,9 +919,10 @@ impl PyBatcher {
         let exec = PyExec {
             run,
             descrs: Arc::default(),
+            input_names: InputNames::default(),
         };
         Ok(PyBatcher {
-            inner: Batcher::start(cfg, exec)?,
+            inner: Arc::new(Batcher::start(cfg, exec)?),
         })
     }
 
@@ -528,37 +930,38 @@ impl PyBatcher {
     fn mailbox(&self) -> PyResult<PyMailbox> {
         Ok(PyMailbox {
             inner: Arc::new(Mailbox::new()?),
-            descrs: Arc::clone(&self.inner.executor().descrs),
         })
     }
 
-    /// Queue a request whose result resolves `future` through `mailbox`; returns its id.
-    #[pyo3(signature = (inputs, mailbox, future, priority, timeout_us, with_timing))]
-    fn submit(
+    /// Queue a request; returns the awaitable that `mailbox` resolves on `event_loop`.
+    #[pyo3(signature = (inputs, mailbox, event_loop, priority, timeout_us, with_timing))]
+    fn submit<'py>(
         &self,
-        inputs: &Bound<'_, PyDict>,
-        mailbox: &Bound<'_, PyMailbox>,
-        future: Py<PyAny>,
+        inputs: &Bound<'py, PyDict>,
+        mailbox: &Bound<'py, PyMailbox>,
+        event_loop: Py<PyAny>,
         priority: i64,
         timeout_us: Option<i64>,
         with_timing: bool,
-    ) -> PyResult<u64> {
-        let (named, rows) = read_inputs(&self.inner.executor().descrs, inputs)?;
-        let reply = Reply::Async {
-            mailbox: Arc::clone(&mailbox.get().inner),
-            future,
-            with_timing,
-        };
+    ) -> PyResult<Bound<'py, PyPending>> {
+        let py = inputs.py();
+        let exec = self.inner.executor();
+        let (named, rows) = read_inputs(&exec.descrs, &exec.input_names, inputs)?;
+        let level = self::priority(priority)?;
+        let timeout = micros("timeout_us", timeout_us)?;
+        let pending = Bound::new(py, PyPending::new(event_loop))?;
         let job = Job {
             inputs: named,
             rows,
-            reply,
+            reply: Reply::Async {
+                mailbox: Arc::clone(&mailbox.get().inner),
+                pending: pending.clone().unbind(),
+                with_timing,
+            },
         };
-        Ok(self.inner.submit(
-            job,
-            self::priority(priority)?,
-            micros("timeout_us", timeout_us)?,
-        )?)
+        let id = self.inner.submit(job, level, timeout)?;
+        pending.borrow_mut().request = Some((Arc::downgrade(&self.inner), id));
+        Ok(pending)
     }
 
     /// Queue a request and wait for it with the interpreter released.
@@ -571,8 +974,8 @@ impl PyBatcher {
         timeout_us: Option<i64>,
         with_timing: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let descrs = &self.inner.executor().descrs;
-        let (named, rows) = read_inputs(descrs, inputs)?;
+        let exec = self.inner.executor();
+        let (named, rows) = read_inputs(&exec.descrs, &exec.input_names, inputs)?;
         let slot = Arc::new(Slot::default());
         let job = Job {
             inputs: named,
@@ -593,7 +996,7 @@ impl PyBatcher {
                 g = slot.ready.wait(g).unwrap_or_else(|p| p.into_inner());
             }
         });
-        outcome_value(py, descrs, outcome, with_timing)
+        outcome_value(py, outcome, with_timing)
     }
 
     /// Remove a queued request; True when it had not started.
@@ -649,6 +1052,8 @@ impl PyBatcher {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBatcher>()?;
+    m.add_class::<PyPending>()?;
+    install_pending_send(m.py());
     m.add_class::<PyMailbox>()?;
     Ok(())
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple, Protocol, overload
 
 import numpy as np
@@ -18,7 +18,11 @@ Arrays = dict[str, np.ndarray]
 
 class Runner(Protocol):
     """A model executor: runs one batch whose arrays all have the batch dimension first and
-    returns outputs with the same number of rows (an ONNX Runtime session wrapper, say)."""
+    returns outputs with the same number of rows (an ONNX Runtime session wrapper, say).
+
+    Each caller receives views of its rows of the returned arrays (no copy), so ``run`` must
+    return arrays it does not reuse or modify afterwards; read-only outputs give read-only
+    views."""
 
     def run(self, batch_inputs: Arrays) -> Arrays: ...
 
@@ -79,6 +83,7 @@ class DynamicBatcher:
             weakref.WeakKeyDictionary()
         )
         self._lock = threading.Lock()
+        self._last: tuple[Callable[[], object], Any] = (_dead_ref, None)
         self._finalizer = weakref.finalize(self, _shutdown, self._core, self._mailboxes)
 
     def _mailbox(self, loop: asyncio.AbstractEventLoop) -> _core.Mailbox:
@@ -90,6 +95,8 @@ class DynamicBatcher:
                     mailbox = self._core.mailbox()
                     loop.add_reader(mailbox.fileno(), mailbox.deliver)
                     self._mailboxes[loop] = mailbox
+        # One-entry cache for infer: a weak reference, so a finished loop is not kept alive.
+        self._last = (weakref.ref(loop), mailbox)
         return mailbox
 
     @overload
@@ -130,16 +137,21 @@ class DynamicBatcher:
         RequestTimeoutError ("Request timeout expired"), InferenceError (the runner failed,
         with its message) or UnavailableError (the batcher is closed).
         """
-        loop = asyncio.get_running_loop()
-        mailbox = self._mailboxes.get(loop) or self._mailbox(loop)
-        future = loop.create_future()
-        request = self._core.submit(
-            _as_dict(inputs), mailbox, future, priority or 0, timeout_us, return_timing
+        loop = _get_running_loop()
+        last = self._last
+        mailbox = last[1] if last[0]() is loop else self._mailbox(loop)
+        pending = self._core.submit(
+            inputs if type(inputs) is dict else _as_dict(inputs),
+            mailbox,
+            loop,
+            priority or 0,
+            timeout_us,
+            return_timing,
         )
         try:
-            result = await future
+            result = await pending
         except asyncio.CancelledError:
-            self._core.cancel(request)
+            pending.cancel()  # a no-op when the task was cancelled through it
             raise
         if return_timing:
             outputs, timing = result
@@ -179,6 +191,7 @@ class DynamicBatcher:
         Returns True when every instance finished. Safe to call again."""
         finished = self._core.close(drain, timeout_s)
         if finished:
+            self._last = (_dead_ref, None)
             _unwatch(self._mailboxes)
         return finished
 
@@ -187,6 +200,13 @@ class DynamicBatcher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_get_running_loop = asyncio.get_running_loop
+
+
+def _dead_ref() -> None:
+    return None
 
 
 def _as_dict(inputs: Mapping[str, Any]) -> dict[str, Any]:
