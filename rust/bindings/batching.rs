@@ -168,20 +168,45 @@ fn to_array<'py>(py: Python<'py>, descrs: &Descrs, t: Tensor) -> PyResult<Bound<
     let descr = descrs.get(py, t.dtype)?;
     let mut dims: Vec<npyffi::npy_intp> = t.shape.iter().map(|&d| d as npyffi::npy_intp).collect();
     let base = PyArray1::<u8>::from_vec(py, t.data);
-    // SAFETY: standard numpy C-API use. `NewFromDescr` steals the descriptor reference and
-    // views `data`, which `base` owns; `SetBaseObject` steals `base` (also on failure), which
-    // keeps the buffer alive for as long as the new array.
+    // SAFETY: `data` is the buffer `base` owns; `descr` is an owned reference.
     unsafe {
         let data = (*base.as_array_ptr()).fields.data;
+        array_view(
+            py,
+            descr.into_ptr() as *mut npyffi::PyArray_Descr,
+            &mut dims,
+            data as *mut std::ffi::c_void,
+            NPY_ARRAY_WRITEABLE,
+            base.into_any(),
+        )
+    }
+}
+
+/// A numpy array over `data` (shape `dims`) kept alive by `base`.
+///
+/// # Safety
+/// `descr` is an owned descriptor reference (stolen, also on failure); `data` points into a
+/// buffer that `base` owns and that holds the whole array. Standard numpy C-API use:
+/// `SetBaseObject` steals the `base` reference (also on failure), so the buffer lives as long
+/// as the new array.
+unsafe fn array_view<'py>(
+    py: Python<'py>,
+    descr: *mut npyffi::PyArray_Descr,
+    dims: &mut [npyffi::npy_intp],
+    data: *mut std::ffi::c_void,
+    flags: c_int,
+    base: Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    unsafe {
         let arr = PY_ARRAY_API.PyArray_NewFromDescr(
             py,
             npyffi::get_type_object(py, NpyTypes::PyArray_Type),
-            descr.into_ptr() as *mut npyffi::PyArray_Descr,
+            descr,
             dims.len() as c_int,
             dims.as_mut_ptr(),
             std::ptr::null_mut(),
-            data as *mut std::ffi::c_void,
-            NPY_ARRAY_WRITEABLE,
+            data,
+            flags,
             std::ptr::null_mut(),
         );
         if arr.is_null() {
@@ -323,36 +348,17 @@ fn row_view<'py>(
     } else {
         0
     };
-    // SAFETY: standard numpy C-API use. The rows lie inside the C-contiguous buffer of
-    // `out.array` (the runner's output was checked to have all the batch's rows);
-    // `NewFromDescr` steals a descriptor reference and `SetBaseObject` steals an array
-    // reference (also on failure), which keeps the buffer alive for as long as the view.
+    // SAFETY: the rows lie inside the C-contiguous buffer of `out.array` (the runner's output
+    // was checked to have all the batch's rows), which becomes the view's base.
     unsafe {
-        let data = out.data.add(start * out.row_bytes);
-        let arr = PY_ARRAY_API.PyArray_NewFromDescr(
+        array_view(
             py,
-            npyffi::get_type_object(py, NpyTypes::PyArray_Type),
             out.descr.clone_ref(py).into_ptr() as *mut npyffi::PyArray_Descr,
-            dims.len() as c_int,
-            dims.as_mut_ptr(),
-            std::ptr::null_mut(),
-            data as *mut std::ffi::c_void,
+            &mut dims,
+            out.data.add(start * out.row_bytes) as *mut std::ffi::c_void,
             flags,
-            std::ptr::null_mut(),
-        );
-        if arr.is_null() {
-            return Err(PyErr::fetch(py));
-        }
-        let arr = Bound::from_owned_ptr(py, arr);
-        if PY_ARRAY_API.PyArray_SetBaseObject(
-            py,
-            arr.as_ptr() as *mut npyffi::PyArrayObject,
-            out.array.clone_ref(py).into_ptr(),
-        ) < 0
-        {
-            return Err(PyErr::fetch(py));
-        }
-        Ok(arr)
+            out.array.bind(py).clone().into_any(),
+        )
     }
 }
 
