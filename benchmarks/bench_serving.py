@@ -253,10 +253,13 @@ def stop(proc: subprocess.Popen) -> None:
     signal_group(signal.SIGKILL)
 
 
-def log_tail(log: Path, lines: int = 5) -> str:
-    """The last ``lines`` non-empty lines of a server log, joined for one message."""
+def log_tail(log: Path, lines: int = 3) -> str:
+    """The last ``lines`` lines of a server log that mention an error (else its last lines),
+    joined for one message."""
     text = log.read_text(errors="replace") if log.exists() else ""
-    return " | ".join([x.strip() for x in text.splitlines() if x.strip()][-lines:])
+    all_lines = [x.strip() for x in text.splitlines() if x.strip()]
+    errors = [x for x in all_lines if re.search(r"error|exception", x, re.IGNORECASE)]
+    return " | ".join((errors or all_lines)[-lines:])
 
 
 def wrk(
