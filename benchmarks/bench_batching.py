@@ -4,7 +4,13 @@
    goal p50 <= 15 us. Also the floor of an asyncio thread hand-off (a worker thread resolving
    a future with call_soon_threadsafe), which any threaded batcher pays.
 2. Throughput at 64 asyncio tasks, max_batch_size=64, no-op runner: goal >= 2x a plain asyncio
-   batcher written here (an asyncio.Queue drained by one task, same settings).
+   batcher written here (an asyncio.Queue drained by one task, same settings), and >= 2x
+   MLServer's AdaptiveBatcher when benchmarks/.venv-peers exists (bash benchmarks/setup_peers.sh):
+   benchmarks/peers/mlserver_batcher.py drives it in-process in a subprocess of the peers
+   environment's python, with a no-op MLModel, max_batch_size=64 and max_batch_time=0 (the
+   same settings; MLServer's server only turns batching on for max_batch_time > 0, the batcher
+   itself takes 0 as "whatever is queued"). Its requests are MLServer's pydantic objects, which
+   is what the batcher costs inside MLServer.
 3. Dispatch accuracy: max_queue_delay_us=1000 and a lone request: the batch starts within
    1.0-1.2 ms of arrival at p99.
 4. Digits MLP (64-1024-10, as in the field notes) in ONNX Runtime at 64 tasks: throughput
@@ -23,6 +29,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -33,6 +42,8 @@ import numpy as np
 from servekit.batching import DynamicBatcher
 
 RESULTS = Path(__file__).parent / "results" / "batching.json"
+PEERS_VENV = Path(__file__).parent / ".venv-peers"
+MLSERVER_BATCHER = Path(__file__).parent / "peers" / "mlserver_batcher.py"
 
 
 class Noop:
@@ -230,13 +241,40 @@ def throughput(seconds: float) -> dict[str, float]:
     ours = [asyncio.run(servekit()) for _ in range(2)]
     base = [asyncio.run(plain()) for _ in range(2)]
     bare = [asyncio.run(floor()) for _ in range(2)]
+    peer = mlserver_throughput(seconds)
     return {
         "servekit_req_per_s": max(ours),
         "asyncio_batcher_req_per_s": max(base),
         "ratio": max(ours) / max(base),
         "asyncio_floor_req_per_s": max(bare),
         "floor_ratio": max(bare) / max(base),
+        "mlserver_adaptive_batcher": peer,
+        "mlserver_ratio": max(ours) / peer["req_per_s"] if "req_per_s" in peer else None,
     }
+
+
+def mlserver_throughput(seconds: float) -> dict:
+    """MLServer's AdaptiveBatcher at 64 tasks, best of two runs of the peers environment's
+    python (bounded in time). Returns its JSON report, or {"skipped": reason}."""
+    python = PEERS_VENV / "bin" / "python"
+    if not python.exists():
+        return {"skipped": f"{PEERS_VENV.name} missing (bash benchmarks/setup_peers.sh)"}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    runs = []
+    for _ in range(2):
+        command = [str(python), str(MLSERVER_BATCHER), "--seconds", str(seconds)]
+        command += ["--tasks", "64", "--max-batch-size", "64", "--max-batch-time", "0"]
+        try:
+            proc = subprocess.run(
+                command, env=env, capture_output=True, text=True, timeout=seconds * 2 + 120
+            )
+        except subprocess.TimeoutExpired:
+            return {"skipped": f"{MLSERVER_BATCHER.name} ran over {seconds * 2 + 120:.0f} s"}
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            return {"skipped": f"{MLSERVER_BATCHER.name} exited {proc.returncode}: {last[:200]}"}
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return max(runs, key=lambda r: r["req_per_s"])
 
 
 # ---- 3. dispatch accuracy ----------------------------------------------------------------
@@ -372,6 +410,22 @@ def onnx_mlp(seconds: float, tmp: Path, make_session=mlp_session) -> dict[str, f
     }
 
 
+def mlserver_rows(t: dict) -> list[tuple[str, str, str]]:
+    """Table rows for MLServer's AdaptiveBatcher, or one row saying why it was skipped."""
+    peer = t["mlserver_adaptive_batcher"]
+    if "skipped" in peer:
+        print(f"MLServer AdaptiveBatcher skipped: {peer['skipped']}", file=sys.stderr)
+        return [("throughput 64 tasks MLServer AdaptiveBatcher", "skipped", peer["skipped"])]
+    return [
+        (
+            "throughput 64 tasks MLServer AdaptiveBatcher (req/s)",
+            f"{peer['req_per_s']:,.0f}",
+            f"MLServer {peer['mlserver_version']}, peers venv, avg batch {peer['avg_batch']:.1f}",
+        ),
+        ("  ratio servekit / MLServer", f"{t['mlserver_ratio']:.2f}x", ">= 2x"),
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="short runs (about 15 s in all)")
@@ -409,6 +463,7 @@ def main() -> None:
             "baseline",
         ),
         ("  ratio", f"{t['ratio']:.2f}x", ">= 2x"),
+        *mlserver_rows(t),
         (
             "  asyncio floor: bare futures, no batcher (req/s)",
             f"{t['asyncio_floor_req_per_s']:,.0f}",

@@ -1,10 +1,16 @@
 """Serving benchmark: servekit serve vs a naive FastAPI + ONNX Runtime endpoint vs in-process
-ONNX Runtime at its best batch size, on the digits MLP (tiny compute) and a compute-heavy MLP.
+ONNX Runtime at its best batch size, on the digits MLP (tiny compute) and a compute-heavy MLP;
+and, when benchmarks/.venv-peers exists (``bash benchmarks/setup_peers.sh``), NVIDIA Triton
+through PyTriton (dynamic batching) and MLServer (adaptive batching) serving the same ONNX files
+(servers in benchmarks/peers/, run with the peers environment's python).
 
 Each server runs in its own process; ``wrk`` (Debian package ``wrk``) drives it from another
 process with a closed loop of 1, 8 and 64 connections (one request in flight each), posting
 one-row KServe v2 requests (binary and JSON for servekit, JSON for the naive endpoint, which only
-speaks JSON). A tritonclient correctness check against in-process ONNX Runtime runs first.
+speaks JSON; a peer gets binary requests when it answers them, else JSON, marked in the table).
+A tritonclient correctness check against in-process ONNX Runtime runs first for every server
+but the naive one. A peer that is missing, fails to start in time or answers wrongly is reported
+with the reason and left out; the rest of the run goes on.
 
     python benchmarks/bench_serving.py [--quick] [--duration S]
 
@@ -14,6 +20,7 @@ Prints a table and writes benchmarks/results/serving.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -33,6 +40,16 @@ from onnx import TensorProto, helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "serving.json"
+PEERS_VENV = ROOT / "benchmarks" / ".venv-peers"
+PEERS_DIR = ROOT / "benchmarks" / "peers"
+PEER_START_TIMEOUT_S = 120
+PYTRITON, MLSERVER = "PyTriton (Triton)", "MLServer"
+# MLServer's adaptive batcher is off unless max_batch_time > 0; 100 us is the nearest to the
+# zero queue delay servekit and Triton use here. parallel_workers 0 keeps inference in the
+# server process (a worker process only adds IPC on this 2-core machine); debug off drops
+# uvicorn's access log.
+MLSERVER_BATCH = {"max_batch_size": 64, "max_batch_time": 0.0001}
+MLSERVER_SETTINGS = {"debug": False, "parallel_workers": 0}
 CONCURRENCY = (1, 8, 64)
 HEAVY_HIDDEN, HEAVY_LAYERS, FEATURES = 2048, 4, 64
 
@@ -179,30 +196,70 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+def wait_ready(
+    port: int,
+    proc: subprocess.Popen,
+    timeout: float = 60,
+    path: str = "/v2/health/ready",
+    ok: tuple[int, ...] = (200, 404, 405),
+) -> None:
+    """Returns once GET ``path`` answers a status in ``ok``; raises RuntimeError when the
+    server exits or ``timeout`` seconds pass first."""
     import http.client
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
+            raise RuntimeError(f"server exited with status {proc.returncode}")
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/v2/health/ready")
-            if conn.getresponse().status in (200, 404, 405):
+            conn.request("GET", path)
+            if conn.getresponse().status in ok:
                 return
         except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("server did not become ready")
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server did not answer {path} within {timeout:.0f} s")
+
+
+def start(command: list[str], env: dict, log: Path, cwd: Path | None = None) -> subprocess.Popen:
+    """Starts a server in its own process group (so stop() also ends the processes it
+    spawns, e.g. tritonserver and its Python backend stubs), output to ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            command,
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
+    """SIGTERM to the server's process group, SIGKILL after 30 s."""
+
+    def signal_group(sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+
+    signal_group(signal.SIGTERM)
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
+    # Children left behind by a server that exited (or was killed) first.
+    signal_group(signal.SIGKILL)
+
+
+def log_tail(log: Path, lines: int = 3) -> str:
+    """The last ``lines`` lines of a server log that mention an error (else its last lines),
+    joined for one message."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    all_lines = [x.strip() for x in text.splitlines() if x.strip()]
+    errors = [x for x in all_lines if re.search(r"error|exception", x, re.IGNORECASE)]
+    return " | ".join((errors or all_lines)[-lines:])
 
 
 def wrk(
@@ -235,17 +292,31 @@ def wrk(
     return result
 
 
-def correctness_check(port: int, model_file: Path, model: str, x: np.ndarray) -> None:
+def correctness_check(
+    port: int, model_file: Path, model: str, x: np.ndarray, require_binary: bool = True
+) -> str | None:
+    """Checks with tritonclient that the server's ``probabilities`` match in-process ONNX
+    Runtime for binary and JSON requests. Returns None, or (when ``require_binary`` is False)
+    the reason binary requests failed; raises when JSON fails, or binary when required."""
     import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
 
     session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
     expected = session.run(["probabilities"], {"input": x})[0]
+    binary_failure = None
     with httpclient.InferenceServerClient(f"127.0.0.1:{port}", network_timeout=30) as client:
         for binary in (True, False):
             inp = httpclient.InferInput("input", list(x.shape), "FP32")
             inp.set_data_from_numpy(x, binary_data=binary)
-            out = client.infer(model, [inp]).as_numpy("probabilities")
+            try:
+                out = client.infer(model, [inp]).as_numpy("probabilities")
+            except InferenceServerException as exc:
+                if not binary or require_binary:
+                    raise
+                binary_failure = f"HTTP {exc.status()}: {' '.join(str(exc).split())[-160:]}"
+                continue
             np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    return binary_failure
 
 
 def in_process_limit(model_file: Path, duration: float) -> dict:
@@ -268,20 +339,106 @@ def in_process_limit(model_file: Path, duration: float) -> dict:
     return best
 
 
+def peer_setup() -> tuple[Path | None, dict, dict[str, str]]:
+    """Returns (the peers environment's python or None, its environment variables, reasons
+    keyed by peer name for peers that cannot run). Each import is checked in its own bounded
+    process (mlserver and tritonclient.grpc clash when imported together)."""
+    python = PEERS_VENV / "bin" / "python"
+    if not python.exists():
+        reason = f"{PEERS_VENV.relative_to(ROOT)} missing (bash benchmarks/setup_peers.sh)"
+        return None, {}, {PYTRITON: reason, MLSERVER: reason}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(PEERS_DIR))
+    missing: dict[str, str] = {}
+    for peer, module in ((PYTRITON, "pytriton.triton"), (MLSERVER, "mlserver")):
+        try:
+            proc = subprocess.run(
+                [str(python), "-c", f"import {module}, onnxruntime"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            if proc.returncode != 0:
+                last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                missing[peer] = f"import {module} failed: {last[:200]}"
+        except subprocess.TimeoutExpired:
+            missing[peer] = f"import {module} took over 120 s"
+    # PyTriton's bundled tritonserver runs a Python backend stub that links libpython.
+    libdir = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        x for x in (libdir, os.environ.get("LD_LIBRARY_PATH", "")) if x
+    )
+    return python, env, missing
+
+
+def pytriton_command(python: Path, model: str, model_file: Path, port: int) -> list[str]:
+    """PyTriton serving ``model_file`` as ``model``, Triton's HTTP port on ``port``."""
+    return [
+        str(python),
+        str(PEERS_DIR / "pytriton_server.py"),
+        "--http-port",
+        str(port),
+        "--grpc-port",
+        str(free_port()),
+        "--metrics-port",
+        str(free_port()),
+        f"{model}={model_file}",
+    ]
+
+
+def mlserver_command(model: str, model_file: Path, port: int, root: Path) -> list[str]:
+    """MLServer serving ``model_file`` as ``model`` through benchmarks/peers/mlserver_onnx.py
+    with adaptive batching; writes its settings under ``root``."""
+    (root / model).mkdir(parents=True, exist_ok=True)
+    settings = {
+        "host": "127.0.0.1",
+        "http_port": port,
+        "grpc_port": free_port(),
+        "metrics_port": free_port(),
+        **MLSERVER_SETTINGS,
+    }
+    (root / "settings.json").write_text(json.dumps(settings))
+    model_settings = {
+        "name": model,
+        "implementation": "mlserver_onnx.OnnxRuntime",
+        **MLSERVER_BATCH,
+        "parameters": {"uri": str(model_file)},
+    }
+    (root / model / "model-settings.json").write_text(json.dumps(model_settings))
+    return [str(PEERS_VENV / "bin" / "mlserver"), "start", str(root)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 s per point instead of 10 s")
     parser.add_argument("--duration", type=float, default=None)
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per server")
+    parser.add_argument("--no-peers", action="store_true", help="skip PyTriton and MLServer")
     args = parser.parse_args()
     duration = args.duration or (3.0 if args.quick else 10.0)
     if shutil.which("wrk") is None:
         sys.exit("bench_serving: needs wrk (Debian/Ubuntu: apt-get install wrk)")
+    # SIGTERM unwinds like Ctrl-C, so every started server is stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     env = dict(
         os.environ,
         OMP_NUM_THREADS="1",
         PYTHONPATH=os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")]),
     )
+    if args.no_peers:
+        peer_python, peer_env = None, {}
+        skipped = {PYTRITON: "--no-peers", MLSERVER: "--no-peers"}
+    else:
+        peer_python, peer_env, skipped = peer_setup()
+    for peer, reason in skipped.items():
+        print(f"{peer}: not measured: {reason}", flush=True)
     rows: list[dict] = []
     limits: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -293,71 +450,149 @@ def main() -> None:
         for model, model_file in models.items():
             bodies = request_bodies(x, tmp, model)
             limits[model] = in_process_limit(model_file, duration)
-            servers = {
-                "servekit": [
-                    sys.executable,
-                    "-m",
-                    "servekit",
-                    "serve",
-                    "--model-repo",
-                    str(tmp / "repo"),
-                    "--threads",
-                    str(args.threads),
-                ],
-                "naive FastAPI+ORT": [sys.executable, str(naive_file), str(model_file)],
-            }
-            for server, command in servers.items():
-                port = free_port()
-                proc = subprocess.Popen(
-                    [*command, "--port", str(port)]
-                    if server == "servekit"
-                    else [*command, str(port)],
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
+            port = free_port()
+            servers = [
+                {
+                    "name": "servekit",
+                    "command": [
+                        sys.executable,
+                        *("-m", "servekit", "serve", "--model-repo", str(tmp / "repo")),
+                        *("--threads", str(args.threads), "--port", str(port)),
+                    ],
+                },
+                {
+                    "name": "naive FastAPI+ORT",
+                    "command": [sys.executable, str(naive_file), str(model_file), str(port)],
+                },
+            ]
+            if peer_python is not None and PYTRITON not in skipped:
+                servers.append(
+                    {
+                        "name": PYTRITON,
+                        "command": pytriton_command(peer_python, model, model_file, port),
+                    }
                 )
-                try:
-                    wait_ready(port, proc)
-                    if server == "servekit":
-                        correctness_check(port, model_file, model, x)
-                    encodings = ("binary", "json") if server == "servekit" else ("json",)
-                    for encoding in encodings:
-                        body, headers = bodies[encoding]
-                        for conns in CONCURRENCY:
-                            r = wrk(port, model, body, headers, conns, duration, tmp)
-                            rows.append(
-                                {
-                                    "model": model,
-                                    "server": server,
-                                    "encoding": encoding,
-                                    "concurrency": conns,
-                                    **r,
-                                }
-                            )
-                            print(
-                                f"{model:7} {server:18} {encoding:6} c={conns:<3} "
-                                f"{r['rps']:9.0f} req/s  p50 {r['p50_us'] / 1e3:7.2f} ms  "
-                                f"p90 {r['p90_us'] / 1e3:7.2f}  p99 {r['p99_us'] / 1e3:7.2f}  "
-                                f"errors {r['errors'] + r['non2xx']}",
-                                flush=True,
-                            )
-                finally:
-                    stop(proc)
-    print_table(rows, limits)
+            if peer_python is not None and MLSERVER not in skipped:
+                root = tmp / f"mlserver-{model}"
+                servers.append(
+                    {
+                        "name": MLSERVER,
+                        "command": mlserver_command(model, model_file, port, root),
+                        "cwd": root,
+                    }
+                )
+            for server in servers:
+                rows += run_server(
+                    server,
+                    model,
+                    model_file,
+                    port,
+                    x,
+                    bodies,
+                    env,
+                    peer_env,
+                    tmp,
+                    duration,
+                    skipped,
+                )
+    print_table(rows, limits, skipped)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
-        json.dumps({"duration_s": duration, "rows": rows, "in_process_limit": limits}, indent=2)
+        json.dumps(
+            {
+                "duration_s": duration,
+                "rows": rows,
+                "in_process_limit": limits,
+                "peers_not_measured": skipped,
+                "mlserver": {"model_settings": MLSERVER_BATCH, "settings": MLSERVER_SETTINGS},
+            },
+            indent=2,
+        )
     )
     print(f"wrote {RESULTS}")
 
 
-def print_table(rows: list[dict], limits: dict[str, dict]) -> None:
+def run_server(
+    server: dict,
+    model: str,
+    model_file: Path,
+    port: int,
+    x: np.ndarray,
+    bodies: dict[str, tuple[Path, dict]],
+    env: dict,
+    peer_env: dict,
+    tmp: Path,
+    duration: float,
+    skipped: dict[str, str],
+) -> list[dict]:
+    """Starts one server, checks it and drives it with wrk at each concurrency. Returns the
+    result rows. A peer that fails to start, answers wrongly or breaks under load is recorded
+    in ``skipped`` with the reason and yields no rows; servekit and naive failures raise."""
+    name = server["name"]
+    peer = name in (PYTRITON, MLSERVER)
+    log = tmp / f"{re.sub(r'[^A-Za-z0-9]+', '-', name)}-{model}.log"
+    proc = start(server["command"], peer_env if peer else env, log, server.get("cwd"))
+    rows: list[dict] = []
+    try:
+        binary_failure = None
+        if peer:
+            # Triton and MLServer are ready before their models are: wait for the model.
+            wait_ready(port, proc, PEER_START_TIMEOUT_S, f"/v2/models/{model}/ready", (200,))
+            binary_failure = correctness_check(port, model_file, model, x, require_binary=False)
+        else:
+            wait_ready(port, proc)
+            if name == "servekit":
+                correctness_check(port, model_file, model, x)
+        if name == "servekit":
+            encodings = ("binary", "json")
+        elif not peer or binary_failure:
+            encodings = ("json",)
+        else:
+            encodings = ("binary",)
+        if binary_failure:
+            print(f"{name}: binary v2 requests refused ({binary_failure}); driven with JSON")
+        for encoding in encodings:
+            body, headers = bodies[encoding]
+            for conns in CONCURRENCY:
+                r = wrk(port, model, body, headers, conns, duration, tmp)
+                rows.append(
+                    {
+                        "model": model,
+                        "server": name,
+                        "encoding": encoding,
+                        "concurrency": conns,
+                        **r,
+                        **({"binary_refused": binary_failure} if binary_failure else {}),
+                    }
+                )
+                print(
+                    f"{model:7} {name:18} {encoding:6} c={conns:<3} "
+                    f"{r['rps']:9.0f} req/s  p50 {r['p50_us'] / 1e3:7.2f} ms  "
+                    f"p90 {r['p90_us'] / 1e3:7.2f}  p99 {r['p99_us'] / 1e3:7.2f}  "
+                    f"errors {r['errors'] + r['non2xx']}",
+                    flush=True,
+                )
+    except Exception as exc:
+        if not peer:
+            raise
+        reason = f"{model}: {type(exc).__name__}: {str(exc)[:300]}"
+        tail = log_tail(log)
+        skipped[f"{name} ({model})"] = f"{reason}; log: {tail[-400:]}" if tail else reason
+        print(f"{name}: left out for {reason}", flush=True)
+        rows = []
+    finally:
+        stop(proc)
+    return rows
+
+
+def print_table(rows: list[dict], limits: dict[str, dict], skipped: dict[str, str]) -> None:
     print()
     print("| model | server | encoding | conc | req/s | p50 ms | p90 ms | p99 ms | errors |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
+        encoding = r["encoding"] + (" (binary refused)" if "binary_refused" in r else "")
         print(
-            f"| {r['model']} | {r['server']} | {r['encoding']} | {r['concurrency']} | "
+            f"| {r['model']} | {r['server']} | {encoding} | {r['concurrency']} | "
             f"{r['rps']:.0f} | {r['p50_us'] / 1e3:.2f} | {r['p90_us'] / 1e3:.2f} | "
             f"{r['p99_us'] / 1e3:.2f} | {r['errors'] + r['non2xx']} |"
         )
@@ -367,14 +602,20 @@ def print_table(rows: list[dict], limits: dict[str, dict]) -> None:
             f"in-process ONNX Runtime limit, {model}: {limit['rows_per_s']:.0f} rows/s "
             f"at batch {limit['batch']}"
         )
+    refused = {r["server"]: r["binary_refused"] for r in rows if "binary_refused" in r}
+    for server, why in refused.items():
+        print(f"{server} refused binary v2 requests ({why}): driven with JSON")
+    for peer, reason in skipped.items():
+        print(f"not measured: {peer}: {reason}")
 
-    def rps(model: str, server: str, encoding: str, conc: int) -> float:
+    def rps(model: str, server: str, encoding: str | None, conc: int) -> float:
+        """Requests/s of one row; ``encoding`` None takes the server's only encoding."""
         return next(
             (
                 r["rps"]
                 for r in rows
-                if (r["model"], r["server"], r["encoding"], r["concurrency"])
-                == (model, server, encoding, conc)
+                if (r["model"], r["server"], r["concurrency"]) == (model, server, conc)
+                and encoding in (None, r["encoding"])
             ),
             float("nan"),
         )
@@ -400,9 +641,20 @@ def print_table(rows: list[dict], limits: dict[str, dict]) -> None:
     )
     tiny = rps("digits", "servekit", "binary", 64)
     print(f"  digits c=64: {tiny / rps('digits', naive, 'json', 64):.2f}x naive (goal >= 2)")
+    triton = rps("digits", PYTRITON, None, 64)
+    if np.isnan(triton):
+        print("  digits c=64: PyTriton not measured (goal: servekit >= 1.5x PyTriton)")
+    else:
+        print(f"  digits c=64: {tiny / triton:.2f}x PyTriton (goal >= 1.5)")
     for model in ("digits", "heavy"):
         ratio = p50(model, "servekit", "binary") / p50(model, naive, "json")
         print(f"  {model} c=1 p50: {ratio:.2f}x naive (goal <= 1.1)")
+    print("Peers without a goal (servekit binary at c=64 over the peer):")
+    for model in ("digits", "heavy"):
+        for peer in (PYTRITON, MLSERVER):
+            other = rps(model, peer, None, 64)
+            if not np.isnan(other) and (model, peer) != ("digits", PYTRITON):
+                print(f"  {model} c=64: {rps(model, 'servekit', 'binary', 64) / other:.2f}x {peer}")
 
 
 if __name__ == "__main__":
