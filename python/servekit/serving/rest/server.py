@@ -56,6 +56,13 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+#: How long the event loop may hold the interpreter while a model instance thread waits for
+#: it (CPython's default is 5 ms). Instance threads need it briefly between batches to build
+#: inputs and hand back outputs; with the default, a busy loop left the model idle for up to
+#: 5 ms per batch.
+SWITCH_INTERVAL_S = 0.0005
+
+
 class _Server(uvicorn.Server):
     """uvicorn, except that a handled SIGTERM/SIGINT marks the data plane not ready at once and
     ends ``serve`` normally: uvicorn would re-raise the signal after shutdown, and the process
@@ -100,6 +107,7 @@ async def serve(
         timeout_graceful_shutdown=max(1, int(options.drain_timeout_s)),
     )
     server = _Server(config, plane)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     telemetry = plane.repository.telemetry
     if telemetry is not None:
         telemetry.start()
