@@ -500,6 +500,14 @@ def test_body_over_the_limit(server, client, digits):
     assert infer_digits(client, digits[0][:1]).as_numpy("label").shape == (1, 1)
 
 
+def test_body_over_the_limit_on_a_control_route(server, client):
+    body = b"{" + b" " * (BODY_LIMIT + 10) + b"}"
+    status, error = post_error(server, "/v2/repository/index", body)
+    assert status == 400
+    assert f"request body of {len(body)} bytes exceeds the limit of {BODY_LIMIT} bytes" in error
+    assert client.get_model_repository_index()
+
+
 def test_unknown_and_unavailable_models(server, client):
     body = json.dumps(_digits_input()).encode()
     status, error = post_error(server, "/v2/models/nope/infer", body)

@@ -45,23 +45,9 @@ def error_response(exc: BaseException) -> Response:
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body; InvalidArgumentError when it is larger than ``limit`` bytes."""
     declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise InvalidArgumentError(f"invalid Content-Length {declared!r}")
-        if int(declared) > limit:
-            raise InvalidArgumentError(
-                f"request body of {declared} bytes exceeds the limit of {limit} bytes"
-            )
-        return await request.body()
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise InvalidArgumentError(
-                f"request body of more than {size} bytes exceeds the limit of {limit} bytes"
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await _receive_body(
+        request.receive, None if declared is None else declared.encode(), limit
+    )
 
 
 Scope = MutableMapping[str, Any]
@@ -126,6 +112,7 @@ class InferFastPath:
 
 
 async def _receive_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
+    """Read an ASGI request body, refusing more than ``limit`` bytes (declared or received)."""
     if declared is not None:
         if not declared.isdigit():
             raise InvalidArgumentError(
