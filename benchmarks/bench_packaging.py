@@ -21,6 +21,7 @@ from sklearn.model_selection import train_test_split
 
 from servekit.packaging import KDConfig, package
 from servekit.packaging.runtime import ort_session
+from servekit.packaging.train import train_classifier
 
 GOALS = {
     "int8-dynamic": {"speedup": 2.0, "size": 0.30, "drop": 0.005},
@@ -46,16 +47,7 @@ class SmallCNN(torch.nn.Module):
 
 def train(net, x, y, epochs):
     torch.manual_seed(0)
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    for _ in range(epochs):
-        order = torch.randperm(len(xt))
-        for s in range(0, len(xt), 64):
-            idx = order[s : s + 64]
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx]).backward()
-            opt.step()
-    return net.eval()
+    return train_classifier(net, x, y, epochs=epochs)
 
 
 def p50_ms(path, x, repeats):

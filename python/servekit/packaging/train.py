@@ -1,4 +1,5 @@
-"""Knowledge-distillation training loop, shared by distillation and post-pruning fine-tuning.
+"""Training loops: knowledge distillation (shared by distillation and post-pruning
+fine-tuning) and plain supervised training of a torch classifier.
 
 Hinton et al. (2015): for classifiers the loss is
 ``alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, y)``
@@ -92,3 +93,35 @@ def train_kd(
             loss.backward()
             optimizer.step()
     return student.eval()
+
+
+def train_classifier(
+    module: Any,
+    x: np.ndarray,
+    labels: np.ndarray,
+    *,
+    epochs: int,
+    lr: float = 2e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> Any:
+    """Train a torch classifier (in place) on ``x`` and integer ``labels`` with Adam and
+    cross-entropy, in shuffled mini-batches, on TRAIN_THREADS threads; return it in eval mode."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(TRAIN_THREADS)
+    torch.manual_seed(seed)
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    yt = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    optimizer = torch.optim.Adam(module.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    module.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(xt), generator=generator)
+        for start in range(0, len(xt), batch_size):
+            idx = order[start : start + batch_size]
+            optimizer.zero_grad()
+            F.cross_entropy(module(xt[idx]), yt[idx]).backward()
+            optimizer.step()
+    return module.eval()
