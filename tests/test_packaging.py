@@ -23,9 +23,9 @@ from servekit.packaging import (
     normalise_opsets,
     package,
     prune_structured,
-    signature_from_onnx,
 )
 from servekit.packaging.quantize import SampleCalibrationReader
+from servekit.signature import onnx_signature
 from servekit.telemetry import ReferenceProfile
 
 torch.set_num_threads(1)
@@ -407,7 +407,7 @@ def test_calibration_reader_rejects_nan():
 
 
 def test_signature_from_exported_graph(torch_report):
-    sig = signature_from_onnx(torch_report.variant("int8-static").model_file)
+    sig = onnx_signature(torch_report.variant("int8-static").model_file)
     assert sig.to_dict() == {
         "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}],
         "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}],

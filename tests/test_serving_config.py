@@ -20,7 +20,6 @@ from servekit.serving.config import (
     ModelConfig,
     complete_config,
     kserve_type,
-    onnx_signature,
     parse_json_config,
     read_config,
     select_versions,
@@ -28,6 +27,7 @@ from servekit.serving.config import (
     validate_config,
     write_config,
 )
+from servekit.signature import onnx_signature
 
 
 def save_add(path: Path, value: float) -> Path:

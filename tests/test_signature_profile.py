@@ -81,3 +81,33 @@ def test_bad_profiles_are_refused(tmp_path):
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(InvalidArgumentError, match="not valid JSON"):
         ReferenceProfile.load(tmp_path / "broken.json")
+
+
+def test_onnx_signature_from_file_and_model(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from servekit.signature import onnx_signature
+
+    w = numpy_helper.from_array(np.ones((4, 2), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4]),
+            helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 2]),  # old-style
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2])],
+        [w],
+    )
+    model = helper.make_model(graph)
+    expected = Signature((TensorSpec("x", "FP32", (-1, 4)),), (TensorSpec("y", "FP32", (-1, 2)),))
+    assert onnx_signature(model) == expected
+    onnx.save(model, tmp_path / "m.onnx")
+    assert onnx_signature(tmp_path / "m.onnx") == expected
+    (tmp_path / "bad.onnx").write_bytes(b"not a model")
+    with pytest.raises(InvalidArgumentError, match=r"cannot read ONNX model .*bad\.onnx"):
+        onnx_signature(tmp_path / "bad.onnx")
+    model.graph.output[0].type.tensor_type.elem_type = TensorProto.BFLOAT16
+    with pytest.raises(InvalidArgumentError, match="'y' has unsupported element type 16"):
+        onnx_signature(model)

@@ -9,6 +9,7 @@ a dynamic dimension. The JSON form, shared by the registry, packaging and servin
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,6 +134,62 @@ class Signature:
         return [t.name for t in self.outputs]
 
 
+#: ONNX TensorProto element type -> KServe datatype name.
+_ONNX_DATATYPES = {
+    1: "FP32",
+    2: "UINT8",
+    3: "INT8",
+    4: "UINT16",
+    5: "INT16",
+    6: "INT32",
+    7: "INT64",
+    8: "BYTES",
+    9: "BOOL",
+    10: "FP16",
+    11: "FP64",
+    12: "UINT32",
+    13: "UINT64",
+}
+
+
+def onnx_signature(model: str | os.PathLike[str] | Any) -> Signature:
+    """Read the inputs and outputs of an ONNX graph (a file, whose weights are not loaded, or a
+    loaded ``onnx.ModelProto``): names, KServe datatypes, shapes with -1 for dynamic dimensions.
+    Initializers that old exporters list as graph inputs are skipped.
+
+    Raises InvalidArgumentError for a file that is not a readable ONNX model or a tensor whose
+    element type has no KServe datatype.
+    """
+    import onnx
+
+    where = "ONNX model"
+    if not isinstance(model, onnx.ModelProto):
+        where = os.fspath(model)
+        try:
+            model = onnx.load(where, load_external_data=False)
+        except Exception as exc:  # onnx raises DecodeError, OSError, ... for a bad file
+            raise InvalidArgumentError(f"cannot read ONNX model {where}: {exc}") from None
+    initializers = {init.name for init in model.graph.initializer}
+
+    def specs(values: Any) -> tuple[TensorSpec, ...]:
+        out = []
+        for value in values:
+            if value.name in initializers:
+                continue
+            tensor = value.type.tensor_type
+            datatype = _ONNX_DATATYPES.get(tensor.elem_type)
+            if datatype is None:
+                raise InvalidArgumentError(
+                    f"{where}: tensor '{value.name}' has unsupported element type "
+                    f"{tensor.elem_type}"
+                )
+            dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim)
+            out.append(TensorSpec(value.name, datatype, dims))
+        return tuple(out)
+
+    return Signature(specs(model.graph.input), specs(model.graph.output))
+
+
 def _seq(data: Mapping[str, Any], key: str) -> Sequence[Mapping[str, Any]]:
     value = data.get(key, [])
     if not isinstance(value, Sequence) or isinstance(value, str | bytes):
@@ -140,4 +197,11 @@ def _seq(data: Mapping[str, Any], key: str) -> Sequence[Mapping[str, Any]]:
     return value
 
 
-__all__ = ["DATATYPE_TO_DTYPE", "Signature", "TensorSpec", "datatype_of", "dtype_of"]
+__all__ = [
+    "DATATYPE_TO_DTYPE",
+    "Signature",
+    "TensorSpec",
+    "datatype_of",
+    "dtype_of",
+    "onnx_signature",
+]

@@ -61,7 +61,7 @@ def export_edge(ref: str, out: Path, ort: bool, registry: Path | None) -> None:
 
 
 def _artifact_description(artifact: Path) -> tuple[dict, dict]:
-    from servekit.packaging.export import signature_from_onnx
+    from servekit.signature import onnx_signature
 
     model = artifact / "model.onnx"
     if not model.is_file():
@@ -72,7 +72,7 @@ def _artifact_description(artifact: Path) -> tuple[dict, dict]:
     parity = artifact / "parity.json"
     if parity.is_file():
         metadata["parity"] = json.loads(parity.read_text())
-    return signature_from_onnx(model).to_dict(), metadata
+    return onnx_signature(model).to_dict(), metadata
 
 
 @click.command("verify-bundle")

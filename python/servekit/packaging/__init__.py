@@ -11,7 +11,6 @@ from servekit.packaging.export import (
     export_torchscript,
     load_torchscript,
     normalise_opsets,
-    signature_from_onnx,
 )
 from servekit.packaging.package import ALIASES, VARIANT_KINDS, package, parse_variants
 from servekit.packaging.parity import DEFAULT_TOLERANCES, ParityResult, Tolerance
@@ -50,5 +49,4 @@ __all__ = [
     "prune_structured",
     "quantize_int8_dynamic",
     "quantize_int8_static",
-    "signature_from_onnx",
 ]

@@ -16,7 +16,7 @@ import onnx
 
 from servekit.errors import InvalidArgumentError, PackagingError, UnsupportedModelError
 from servekit.packaging.sources import INPUT_NAME, Source
-from servekit.signature import Signature, TensorSpec, datatype_of
+from servekit.signature import Signature, TensorSpec, datatype_of, onnx_signature
 
 #: Default-domain opset for torch exports (supported by every ONNX Runtime we run on).
 TORCH_OPSET = 17
@@ -79,7 +79,7 @@ def export_sklearn_onnx(source: Source, sample: np.ndarray, path: Path) -> Signa
         _rename_output(model, model.graph.output[0].name, "prediction")
     normalise_opsets(model)
     save_onnx(model, path)
-    return signature_from_onnx(path)
+    return onnx_signature(path)
 
 
 def export_torch_onnx(
@@ -116,7 +116,7 @@ def export_torch_onnx(
         raise UnsupportedModelError(
             f"torch.onnx cannot export {type(module).__name__}: {exc}"
         ) from None
-    return signature_from_onnx(path)
+    return onnx_signature(path)
 
 
 def save_onnx(model: onnx.ModelProto, path: Path) -> None:
@@ -126,26 +126,6 @@ def save_onnx(model: onnx.ModelProto, path: Path) -> None:
     except onnx.checker.ValidationError as exc:
         raise PackagingError(f"the exported ONNX model is invalid: {exc}") from None
     onnx.save(model, os.fspath(path))
-
-
-def signature_from_onnx(path: Path | onnx.ModelProto) -> Signature:
-    """Read the inputs and outputs (names, KServe datatypes, shapes; -1 = dynamic) of a graph.
-
-    Initializers listed as graph inputs (old exporters do that) are skipped.
-    """
-    model = path if isinstance(path, onnx.ModelProto) else onnx.load(os.fspath(path))
-    initializers = {i.name for i in model.graph.initializer}
-
-    def spec(value: onnx.ValueInfoProto) -> TensorSpec:
-        ttype = value.type.tensor_type
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(ttype.elem_type)
-        dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in ttype.shape.dim)
-        return TensorSpec(value.name, datatype_of(dtype), dims)
-
-    return Signature(
-        tuple(spec(v) for v in model.graph.input if v.name not in initializers),
-        tuple(spec(v) for v in model.graph.output),
-    )
 
 
 def export_torchscript(source: Source, sample: np.ndarray, path: Path) -> Signature:

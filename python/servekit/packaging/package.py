@@ -308,11 +308,11 @@ def _fp32(ctx: _Context, directory: Path) -> tuple[Path, dict[str, Any], np.ndar
 def _onnx_variant(
     ctx: _Context, directory: Path, make: Callable[[Path], dict[str, Any]]
 ) -> tuple[Path, dict[str, Any], np.ndarray]:
-    from servekit.packaging.export import signature_from_onnx
+    from servekit.signature import onnx_signature
 
     path = directory / "model.onnx"
     params = make(path)
-    return path, {**params, "_signature": signature_from_onnx(path)}, ctx.onnx_scores(path)
+    return path, {**params, "_signature": onnx_signature(path)}, ctx.onnx_scores(path)
 
 
 def _require_torch(ctx: _Context, kind: str, why: str) -> None:

@@ -45,24 +45,8 @@ _TO_TRITON = {
 }
 _FROM_TRITON = {v: k for k, v in _TO_TRITON.items()}
 
+
 # ONNX TensorProto element types -> KServe datatype.
-_FROM_ONNX = {
-    1: "FP32",
-    2: "UINT8",
-    3: "INT8",
-    4: "UINT16",
-    5: "INT16",
-    6: "INT32",
-    7: "INT64",
-    8: "BYTES",
-    9: "BOOL",
-    10: "FP16",
-    11: "FP64",
-    12: "UINT32",
-    13: "UINT64",
-}
-
-
 def triton_type(datatype: str) -> int:
     """The Triton ``DataType`` enum value of a KServe datatype name."""
     return _TO_TRITON[datatype]
@@ -109,37 +93,6 @@ def write_config(config: ModelConfig, path: Path) -> None:
 def config_to_dict(config: ModelConfig) -> dict[str, Any]:
     """The JSON form of a configuration, as Triton's config endpoint returns it."""
     return json_format.MessageToDict(config, preserving_proto_field_name=True)
-
-
-def onnx_signature(path: Path) -> Signature:
-    """Read the inputs and outputs of an ONNX graph (weights are not loaded).
-
-    Raises InvalidArgumentError if the file is not a readable ONNX model.
-    """
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError, OSError, ... for a bad file
-        raise InvalidArgumentError(f"cannot read ONNX model {path}: {exc}") from None
-    initializers = {init.name for init in model.graph.initializer}
-
-    def specs(values: Any) -> tuple[TensorSpec, ...]:
-        out = []
-        for value in values:
-            if value.name in initializers:
-                continue
-            tensor = value.type.tensor_type
-            datatype = _FROM_ONNX.get(tensor.elem_type)
-            if datatype is None:
-                raise InvalidArgumentError(
-                    f"{path}: tensor '{value.name}' has unsupported element type {tensor.elem_type}"
-                )
-            dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim)
-            out.append(TensorSpec(value.name, datatype, dims))
-        return tuple(out)
-
-    return Signature(specs(model.graph.input), specs(model.graph.output))
 
 
 def complete_config(

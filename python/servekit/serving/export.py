@@ -11,11 +11,10 @@ from servekit.errors import InvalidArgumentError
 from servekit.serving.config import (
     ModelConfig,
     add_tensor,
-    onnx_signature,
     validate_config,
     write_config,
 )
-from servekit.signature import Signature
+from servekit.signature import Signature, onnx_signature
 
 if TYPE_CHECKING:
     from servekit.registry import Registry

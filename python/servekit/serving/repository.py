@@ -27,13 +27,13 @@ from servekit.serving.config import (
     PLATFORMS,
     ModelConfig,
     complete_config,
-    onnx_signature,
     read_config,
     select_versions,
     validate_config,
 )
 from servekit.serving.model import ServedModel
 from servekit.serving.runners import OnnxRunner, Runner, TorchScriptRunner
+from servekit.signature import onnx_signature
 
 if TYPE_CHECKING:
     from servekit.serving.telemetry import ServingTelemetry
