@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from _results import write_results
 from servekit.batching import DynamicBatcher
 
 RESULTS = Path(__file__).parent / "results" / "batching.json"
@@ -302,8 +303,27 @@ def dispatch(n: int) -> dict[str, float]:
 # ---- 4. real ONNX Runtime MLP ------------------------------------------------------------
 
 
-def mlp_session(tmp: Path):
+def onnx_session(net, X, path: Path):
+    """Export ``net`` (input ``x``, output ``logits``, dynamic batch) and open a one-thread
+    ONNX Runtime session on it."""
     import onnxruntime as ort
+    import torch
+
+    torch.onnx.export(
+        net,
+        (X[:1],),
+        str(path),
+        input_names=["x"],
+        output_names=["logits"],
+        dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
+        dynamo=False,
+    )
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def mlp_session(tmp: Path):
     import torch
     from sklearn.datasets import load_digits
 
@@ -318,19 +338,7 @@ def mlp_session(tmp: Path):
         opt.zero_grad()
         torch.nn.functional.cross_entropy(net(X), y).backward()
         opt.step()
-    path = tmp / "mlp.onnx"
-    torch.onnx.export(
-        net,
-        (X[:1],),
-        str(path),
-        input_names=["x"],
-        output_names=["logits"],
-        dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
-        dynamo=False,
-    )
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sess = onnx_session(net, X, tmp / "mlp.onnx")
     accuracy = float((net(X).argmax(1) == y).float().mean())
     return sess, X.numpy(), accuracy
 
@@ -338,7 +346,6 @@ def mlp_session(tmp: Path):
 def heavy_mlp_session(tmp: Path):
     """An untrained 64-2048-2048-10 MLP (about 4.3 M multiply-adds per row) and the digits
     inputs: a model whose compute, not the event loop, bounds the throughput."""
-    import onnxruntime as ort
     import torch
     from sklearn.datasets import load_digits
 
@@ -353,20 +360,7 @@ def heavy_mlp_session(tmp: Path):
         torch.nn.ReLU(),
         torch.nn.Linear(2048, 10),
     )
-    path = tmp / "heavy_mlp.onnx"
-    torch.onnx.export(
-        net,
-        (X[:1],),
-        str(path),
-        input_names=["x"],
-        output_names=["logits"],
-        dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
-        dynamo=False,
-    )
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return sess, X.numpy(), None
+    return onnx_session(net, X, tmp / "heavy_mlp.onnx"), X.numpy(), None
 
 
 def onnx_mlp(seconds: float, tmp: Path, make_session=mlp_session) -> dict[str, float | None]:
@@ -494,8 +488,7 @@ def main() -> None:
     print(f"{'measure':<{width}}  {'value':>16}  goal")
     for name, value, goal in rows:
         print(f"{name:<{width}}  {value:>16}  {goal}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2))
+    write_results(RESULTS, results)
     print(f"wrote {RESULTS}")
 
 

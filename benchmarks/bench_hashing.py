@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,6 +21,7 @@ from pathlib import Path
 
 import blake3
 
+from _results import write_results
 from servekit import hashing
 
 
@@ -125,19 +124,15 @@ def main() -> None:
     for k, v in ratios.items():
         print(f"{k:<50}{v:>7.2f}x")
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "machine": {"cpus": os.cpu_count(), "processor": platform.processor()},
-                "file_mib": file_mib,
-                "tree_files": files,
-                "seconds": secs,
-                "gb_per_s": rates,
-                "ratios": ratios,
-            },
-            indent=2,
-        )
+    write_results(
+        args.out,
+        {
+            "file_mib": file_mib,
+            "tree_files": files,
+            "seconds": secs,
+            "gb_per_s": rates,
+            "ratios": ratios,
+        },
     )
     print(f"\nwrote {args.out}")
 

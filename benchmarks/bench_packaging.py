@@ -10,7 +10,6 @@ parameters) >= 2x faster, drop <= 2 pt. Writes benchmarks/results/packaging.json
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from _results import write_results
 from servekit.packaging import KDConfig, package
 from servekit.packaging.runtime import ort_session
 from servekit.packaging.train import train_classifier
@@ -153,8 +153,7 @@ def main():
             f"{r['accuracy_drop'] * 100:>+5.1f}pt  {goal}"
         )
     out = Path(__file__).parent / "results" / "packaging.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"quick": args.quick, "rows": rows}, indent=1))
+    write_results(out, {"quick": args.quick, "rows": rows})
     print(f"wrote {out}")
 
 

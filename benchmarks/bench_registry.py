@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
-import platform
 import random
 import shutil
 import sqlite3
@@ -33,6 +31,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from _results import write_results
 from servekit.registry import Registry
 from servekit.signature import Signature, TensorSpec
 
@@ -224,24 +223,20 @@ def main() -> None:
     for k, v in goals.items():
         print(f"{k:<45}{v:>12,.3f}")
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "machine": {"cpus": os.cpu_count(), "processor": platform.processor()},
-                "versions": total_versions,
-                "models": models + 1,
-                "setup_seconds": setup_s,
-                "lookups": n_lookups,
-                "lookup_seconds": lookup_s,
-                "lookups_per_second": lookup_rate,
-                "listing_seconds": listing_s,
-                "file_mib": args.file_mib,
-                "register_seconds": register_s,
-                "goals": goals,
-            },
-            indent=2,
-        )
+    write_results(
+        args.out,
+        {
+            "versions": total_versions,
+            "models": models + 1,
+            "setup_seconds": setup_s,
+            "lookups": n_lookups,
+            "lookup_seconds": lookup_s,
+            "lookups_per_second": lookup_rate,
+            "listing_seconds": listing_s,
+            "file_mib": args.file_mib,
+            "register_seconds": register_s,
+            "goals": goals,
+        },
     )
     print(f"\nwrote {args.out}")
 

@@ -38,6 +38,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from _results import write_results
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "serving.json"
 PEERS_VENV = ROOT / "benchmarks" / ".venv-peers"
@@ -496,18 +498,15 @@ def main() -> None:
                     skipped,
                 )
     print_table(rows, limits, skipped)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "duration_s": duration,
-                "rows": rows,
-                "in_process_limit": limits,
-                "peers_not_measured": skipped,
-                "mlserver": {"model_settings": MLSERVER_BATCH, "settings": MLSERVER_SETTINGS},
-            },
-            indent=2,
-        )
+    write_results(
+        RESULTS,
+        {
+            "duration_s": duration,
+            "rows": rows,
+            "in_process_limit": limits,
+            "peers_not_measured": skipped,
+            "mlserver": {"model_settings": MLSERVER_BATCH, "settings": MLSERVER_SETTINGS},
+        },
     )
     print(f"wrote {RESULTS}")
 

@@ -14,13 +14,13 @@ Writes benchmarks/results/telemetry.json. ``--quick`` runs fewer iterations.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
 
 import numpy as np
 
+from _results import write_results
 from servekit.telemetry import DriftMonitor, ModelTelemetry, build_reference_profile
 
 FEATURES = 64
@@ -136,8 +136,7 @@ def main() -> None:
     for name, ours, theirs in table:
         print(f"{name:<44}{ours:>14}{theirs:>14}")
     out = Path(__file__).parent / "results" / "telemetry.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"quick": args.quick, **results}, indent=1))
+    write_results(out, {"quick": args.quick, **results})
     print(f"wrote {out}")
 
 

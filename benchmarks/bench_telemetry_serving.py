@@ -15,7 +15,6 @@ Prints a table and writes benchmarks/results/telemetry_serving.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import write_results
 from bench_serving import free_port, request_bodies, stop, wait_ready, wrk
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,20 +120,17 @@ def main() -> None:
     print(f"telemetry on / off: {ratio:.1%} of medians (goal >= 95%)")
     print(f"per-round on / off: {', '.join(f'{p:.1%}' for p in paired)}")
     print(f"probe observe, one 64-feature row + label: {cost_us:.2f} us (goal <= 5 us)")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "duration_s": duration,
-                "rounds": rounds,
-                "runs": runs,
-                "median_rps": median,
-                "ratio_on_off": ratio,
-                "paired_ratios": paired,
-                "probe_observe_us": cost_us,
-            },
-            indent=2,
-        )
+    write_results(
+        RESULTS,
+        {
+            "duration_s": duration,
+            "rounds": rounds,
+            "runs": runs,
+            "median_rps": median,
+            "ratio_on_off": ratio,
+            "paired_ratios": paired,
+            "probe_observe_us": cost_us,
+        },
     )
     print(f"wrote {RESULTS}")
 
