@@ -1,39 +1,46 @@
-"""The ``servekit`` command: a thin layer over the Python API of each stage."""
+"""The ``servekit`` command: a thin layer over the Python API of each stage.
+
+Each command's module is imported only when that command runs (see ``_group.LazyGroup``).
+"""
 
 from __future__ import annotations
 
 import click
 
 from servekit import __version__
-from servekit.cli._group import ServekitGroup
-from servekit.cli.bench import bench_command
-from servekit.cli.demo import demo
-from servekit.cli.drift import drift
-from servekit.cli.edge import export, verify_bundle_command
-from servekit.cli.export_triton import export_triton_command
-from servekit.cli.hash import hash_command
-from servekit.cli.package import package_command
-from servekit.cli.promote import promote_command
-from servekit.cli.registry import registry
-from servekit.cli.serve import serve_command
+from servekit.cli._group import LazyGroup, ServekitGroup
+
+COMMANDS = {
+    "hash": "servekit.cli.hash:hash_command",
+    "demo": "servekit.cli.demo:demo",
+    "registry": "servekit.cli.registry:registry",
+    "drift": "servekit.cli.drift:drift",
+    "package": "servekit.cli.package:package_command",
+    "export": "servekit.cli:export",
+    "verify-bundle": "servekit.cli.edge:verify_bundle_command",
+    "bench": "servekit.cli.bench:bench_command",
+    "promote": "servekit.cli.promote:promote_command",
+    "serve": "servekit.cli.serve:serve_command",
+}
+
+EXPORT_COMMANDS = {
+    "edge": "servekit.cli.edge:export_edge",
+    "triton": "servekit.cli.export_triton:export_triton_command",
+}
 
 
-@click.group(cls=ServekitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=ServekitGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(__version__, prog_name="servekit")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the traceback of an unexpected error.")
+def main(debug: bool) -> None:
     """servekit: package, register, benchmark, promote, serve and monitor ML models."""
 
 
-main.add_command(hash_command)
-main.add_command(demo)
-main.add_command(registry)
-main.add_command(drift)
-main.add_command(package_command)
-main.add_command(export)
-main.add_command(verify_bundle_command)
-main.add_command(bench_command)
-main.add_command(promote_command)
-main.add_command(serve_command)
-export.add_command(export_triton_command)
+@click.group("export", cls=LazyGroup, lazy=EXPORT_COMMANDS)
+def export() -> None:
+    """Export a packaged model to another form."""
+
 
 __all__ = ["main"]

@@ -11,12 +11,7 @@ from servekit.edge import build_bundle, verify_bundle
 from servekit.errors import InvalidArgumentError
 
 
-@click.group("export")
-def export() -> None:
-    """Export a packaged model to another form."""
-
-
-@export.command("edge")
+@click.command("edge")
 @click.argument("ref")
 @click.option(
     "--out",
