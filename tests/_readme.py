@@ -235,11 +235,13 @@ def run_markdown(
                 label = status if not status.isdigit() else f"exit status {status}"
                 raise _failure(source, block, label, output)
             ran.append(block)
-        status = session.run("wait; __status=0", jobs_timeout)
+        jobs = scratch / "jobs.txt"
+        status = session.run(f"jobs -l > '{jobs}'; wait; __status=0", jobs_timeout)
         if status is None:
             raise ReadmeError(
                 f"{source}: background jobs still running {jobs_timeout:g} s after the last "
-                "block: a section starts a server (`&`) and never stops it (`kill %1`)"
+                "block: a section starts a server (`&`) and never stops it (`kill %1`, then "
+                f"`wait %1` before the next server starts):\n{jobs.read_text()}"
             )
     finally:
         session.close()

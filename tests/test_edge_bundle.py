@@ -110,7 +110,7 @@ def test_tampered_bundle_fails_naming_the_file(bundle, tmp_path, run_cli):
     assert ok.stdout.startswith("ok: ")
     not_tar = tmp_path / "x.tar.gz"
     not_tar.write_text("hello")
-    with pytest.raises(InvalidArgumentError, match="not a readable bundle"):
+    with pytest.raises(InvalidArgumentError, match="not an edge bundle"):
         edge.verify_bundle(not_tar)
 
 

@@ -443,7 +443,7 @@ def test_registry_directory_artifact_brings_its_profile_and_alias_moves_follow(t
             assert body["model_version"] == "1" and body["judged_features"] == 0
             assert body["reference_profile"].endswith("reference_profile.json")
             registry.set_alias("digits:2", "production")  # a single-file artifact: no profile
-            await source._refresh(plane, "digits")
+            await source.refresh(plane, "digits")
             assert [t.key for t in telemetry.hub.all()] == [("digits", "2")]
             with pytest.raises(NotFoundError, match="'digits' version 2 has no reference"):
                 plane.drift("digits")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -126,8 +127,11 @@ def _describe_drift(drift: dict[str, Any]) -> str:
     return f"{verdict}; {len(drifted)} drifted features{': ' + shown if drifted else ''}"
 
 
-def run_demo(workdir: Path, *, quick: bool = False, say: Say = print) -> dict[str, Any]:
+def run_demo(
+    workdir: Path, *, quick: bool = False, progress: bool = False, say: Say = print
+) -> dict[str, Any]:
     """Run every stage under ``workdir`` and return a summary (refs, promoted version, drift).
+    ``progress``: training, calibration and benchmark bars on stderr when it is a terminal.
 
     Raises InvalidArgumentError when torch is missing (``pip install 'servekit[all]'``) and the
     stages' own errors.
@@ -170,7 +174,7 @@ def run_demo(workdir: Path, *, quick: bool = False, say: Say = print) -> dict[st
         registry=reg,
         out_dir=workdir / "packages",
         fine_tune_epochs=s.fine_tune_epochs,
-        progress=False,
+        progress=progress,
     )
     say(str(report))
     sk_report = package(
@@ -181,13 +185,15 @@ def run_demo(workdir: Path, *, quick: bool = False, say: Say = print) -> dict[st
         name="digits-sklearn",
         registry=reg,
         out_dir=workdir / "packages",
-        progress=False,
+        progress=progress,
     )
     for v in sk_report.variants:
         say(f"      digits-sklearn {v.kind}: {v.status}" + (f" ({v.reason})" if v.reason else ""))
     fp32 = report.variant("fp32").ref
     if fp32 is None:
         raise ServekitError("the fp32 export failed its parity check; see the table above")
+    _alias_variants(reg, report, say)
+    _write_model_repo(reg, report, workdir / "model_repo", say)
 
     say("\n[3/6] Benchmark: every variant on the same machine, interleaved, logged as metrics")
     bench = benchmark(
@@ -199,7 +205,7 @@ def run_demo(workdir: Path, *, quick: bool = False, say: Say = print) -> dict[st
         batch_sizes=[1, 64],
         seconds_per_batch_size=s.bench_seconds,
         rounds=3,
-        progress=False,
+        progress=progress,
         say=lambda _m: None,
     )
     say(bench.table())
@@ -238,6 +244,33 @@ def run_demo(workdir: Path, *, quick: bool = False, say: Say = print) -> dict[st
     summary.update({"fp32": fp32, "promoted": promoted, "workdir": str(workdir)})
     say("\n[6/6] Done. Everything is under " + str(workdir))
     return summary
+
+
+def _alias_variants(reg: Any, report: Any, say: Say) -> None:
+    """Point an alias named after each variant at the version this run registered, so the
+    README's examples name ``digits@fp32`` etc. instead of version numbers (a second run in
+    the same directory registers new numbers and moves the aliases)."""
+    moved = []
+    for v in report.variants:
+        if v.ref is not None:
+            reg.set_alias(v.ref, v.kind, reason="servekit demo")
+            moved.append(f"digits@{v.kind} -> {v.ref}")
+    say("      aliases: " + ", ".join(moved))
+
+
+def _write_model_repo(reg: Any, report: Any, out: Path, say: Say) -> None:
+    """A Triton model repository of the fp32 and int8 exports (``digits``, ``digits_int8``),
+    each with its reference profile, for the README's ``--model-repo`` examples."""
+    from servekit.serving.export import export_triton
+
+    written = []
+    for kind, name in (("fp32", "digits"), ("int8-dynamic", "digits_int8")):
+        ref = report.variant(kind).ref
+        if ref is not None:
+            shutil.rmtree(out / name, ignore_errors=True)  # a previous run's version folder
+            export_triton(reg, ref, out, name=name)
+            written.append(name)
+    say(f"      model repository: {out} ({', '.join(written)})")
 
 
 def _serve_and_watch(

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from servekit.bench.measure import measure
 from servekit.bench.report import BenchReport, VariantResult
@@ -16,6 +15,7 @@ from servekit.bench.variants import (
     load_version,
 )
 from servekit.errors import InvalidArgumentError, UnavailableError
+from servekit.progress import bars_shown, progress_bar
 from servekit.registry import ModelVersion, Registry
 
 DEFAULT_BATCH_SIZES = (1, 8, 64)
@@ -135,15 +135,16 @@ def benchmark(
     selected = select_versions(registry, name, versions=versions, lineage=lineage)
     loaded: dict[str, LoadedVersion] = {}
     for v in selected:
-        say(f"loading {v.ref} ({v.variant or v.format})")
+        if progress:
+            say(f"loading {v.ref} ({v.variant or v.format})")
         loaded[v.ref] = load_version(
             registry, v, data, device=device, threads=threads, warm_rows=max(batch_sizes)
         )
 
     def bar(total: int, what: str) -> Callable[[str], None] | None:
-        if not progress:
+        if not bars_shown(progress):
             return None
-        pbar = tqdm(total=total, desc=what, leave=False)
+        pbar = progress_bar(total=total, progress=progress, desc=what)
         return lambda _msg: pbar.update(1)
 
     first = next(iter(loaded.values())).inputs

@@ -8,6 +8,9 @@ import numpy as np
 
 from servekit.errors import InvalidArgumentError, NotFoundError
 
+#: The first bytes of every ``.npy`` file (numpy's format, version independent).
+NPY_MAGIC = b"\x93NUMPY"
+
 
 def load_array(path: Path, what: str) -> np.ndarray:
     """The array stored at ``path`` (pickled objects refused). Raises NotFoundError for a
@@ -15,7 +18,17 @@ def load_array(path: Path, what: str) -> np.ndarray:
     file that is not a numpy ``.npy`` array."""
     if not path.exists():
         raise NotFoundError(f"{path}: no such file or directory")
+    with open(path, "rb") as fh:
+        if fh.read(len(NPY_MAGIC)) != NPY_MAGIC:
+            raise InvalidArgumentError(f"{path}: not a numpy .npy {what} array (no .npy header)")
     try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise InvalidArgumentError(
+                f"{path}: holds Python objects ({what} must be a numeric .npy array; "
+                "pickled objects are never loaded)"
+            ) from None
+        raise InvalidArgumentError(f"{path}: not a numpy .npy {what} array: {exc}") from None
+    except (OSError, EOFError) as exc:
         raise InvalidArgumentError(f"{path}: not a numpy .npy {what} array: {exc}") from None

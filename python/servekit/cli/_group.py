@@ -106,7 +106,7 @@ class ServekitGroup(LazyGroup):
             click.echo("servekit: aborted", err=True)
             sys.exit(EXIT_INTERNAL)
         except click.ClickException as exc:
-            exc.show()
+            click.echo(f"servekit: error: {click_message(exc)}", err=True)
             sys.exit(exc.exit_code)
         except ModuleNotFoundError as exc:
             message = missing_extra_message(exc)
@@ -136,10 +136,24 @@ def _unexpected(exc: BaseException, debug: bool) -> None:
     sys.exit(EXIT_INTERNAL)
 
 
+def click_message(exc: click.ClickException) -> str:
+    """A click error on one line: the message, and for a usage error where help is."""
+    text = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and ctx is not None:
+        text += f" (see '{ctx.command_path} --help')"
+    return text
+
+
 def one_line(exc: BaseException) -> str:
-    """The exception's message on one line (an OSError with its file name, as the shell)."""
+    """The exception's message on one line (an OSError with its file name, as the shell).
+
+    servekit's own messages hold the whole error on their first line (later lines only
+    illustrate it, as a gate's caret under the column), so only that line is shown."""
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         text = f"{exc.filename}: {exc.strerror.lower()}"
+    elif isinstance(exc, ServekitError) and str(exc).strip():
+        text = str(exc).strip().splitlines()[0]
     else:
         text = str(exc) or type(exc).__name__
     return " ".join(text.split())

@@ -8,6 +8,7 @@ import click
 
 from servekit.bench.run import DEFAULT_BATCH_SIZES, benchmark
 from servekit.cli._arrays import load_array
+from servekit.cli._progress import progress_option
 from servekit.cli.registry import registry_option
 from servekit.errors import InvalidArgumentError
 from servekit.registry import Registry
@@ -69,6 +70,7 @@ def _ints(option: str, text: str | None) -> list[int] | None:
     help="Report directory (default: ./bench-NAME).",
 )
 @click.option("--no-log", is_flag=True, help="Do not log the figures as registry metrics.")
+@progress_option
 @registry_option
 def bench_command(
     name: str,
@@ -83,6 +85,7 @@ def bench_command(
     seconds: float,
     out: Path | None,
     no_log: bool,
+    progress: bool,
     registry_dir: Path | None,
 ) -> None:
     """Benchmark the versions of NAME: size, load time, latency p50/p90/p99 and throughput per
@@ -91,7 +94,7 @@ def bench_command(
     data = load_array(data_path, "input")
     labels = load_array(labels_path, "label") if labels_path is not None else None
     report = benchmark(
-        Registry(registry_dir),
+        Registry(registry_dir, create=False),
         name,
         data,
         labels=labels,
@@ -103,6 +106,7 @@ def bench_command(
         url=url,
         seconds_per_batch_size=seconds,
         log_metrics=not no_log,
+        progress=progress,
         say=lambda msg: click.echo(msg, err=True),
     )
     click.echo(report.table())

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from servekit.cli._progress import progress_option
 from servekit.demo import run_demo
 
 
@@ -18,6 +19,7 @@ from servekit.demo import run_demo
     help="Where the demo writes everything (registry, packages, reports, server log).",
 )
 @click.option("--quick", is_flag=True, help="Smaller model, fewer epochs, shorter measurements.")
-def demo(workdir: Path, quick: bool) -> None:
+@progress_option
+def demo(workdir: Path, quick: bool, progress: bool) -> None:
     """Train, package, register, benchmark, promote, serve and monitor a digits classifier."""
-    run_demo(workdir, quick=quick, say=click.echo)
+    run_demo(workdir, quick=quick, progress=progress, say=click.echo)

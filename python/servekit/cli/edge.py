@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from servekit.edge import build_bundle, verify_bundle
-from servekit.errors import InvalidArgumentError
+from servekit.errors import InvalidArgumentError, NotFoundError
 
 
 @click.command("edge")
@@ -33,15 +33,17 @@ def export_edge(ref: str, out: Path, ort: bool, registry: Path | None) -> None:
     artifact = Path(ref)
     if artifact.is_dir():
         signature, metadata = _artifact_description(artifact)
+    elif "/" in ref or ref.startswith("."):  # registry names hold neither: a path was meant
+        raise NotFoundError(f"{ref}: no such directory")
     else:
         from servekit.registry import Registry
 
-        version = Registry(registry).get(ref)
+        version = Registry(registry, create=False).get(ref)
         if version.format != "onnx":
             raise InvalidArgumentError(
                 f"{version.ref} is a {version.format} model: edge bundles carry ONNX models only"
             )
-        artifact = Registry(registry).artifact_path(ref)
+        artifact = Registry(registry, create=False).artifact_path(ref)
         signature = version.signature.to_dict() if version.signature else {}
         metadata = {
             "ref": version.ref,

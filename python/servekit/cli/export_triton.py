@@ -49,5 +49,5 @@ def export_triton_command(
         instances=instances,
         kind=f"KIND_{kind.upper()}",
     )
-    model_dir = export_triton(Registry(registry), ref, out, options)
+    model_dir = export_triton(Registry(registry, create=False), ref, out, options)
     click.echo(str(model_dir))

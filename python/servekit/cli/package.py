@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from servekit.cli._arrays import load_array
+from servekit.cli._progress import progress_option
 from servekit.errors import InvalidArgumentError
 
 _PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
@@ -153,6 +154,7 @@ def load_torch(spec: str, state_dict: Path | None) -> Any:
     help="Register the fp32 export and every passing variant in this registry.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@progress_option
 def package_command(
     model_file: str,
     framework: str,
@@ -167,6 +169,7 @@ def package_command(
     trust: tuple[str, ...],
     registry: Path | None,
     as_json: bool,
+    progress: bool,
 ) -> None:
     """Package MODEL_FILE: a .skops file (sklearn; joblib/pickle with --allow-pickle), or for
     torch a TorchScript file or module:factory with --state-dict."""
@@ -190,5 +193,6 @@ def package_command(
         out_dir=out,
         calibration=calibration,
         registry=registry,
+        progress=progress,
     )
     click.echo(json.dumps(report.to_dict(), indent=1) if as_json else report.table())

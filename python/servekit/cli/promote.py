@@ -53,7 +53,9 @@ def promote_command(
             raise InvalidArgumentError(f"cannot read gates file {gates_file}: {exc}") from None
         parsed += load_gate_file(text)
     try:
-        result = promote(Registry(registry_dir), ref, alias, parsed, force=force, reason=reason)
+        result = promote(
+            Registry(registry_dir, create=False), ref, alias, parsed, force=force, reason=reason
+        )
     except PromotionRefused as refused:
         click.echo(refused.result.table())
         click.echo(f"servekit: {refused}", err=True)

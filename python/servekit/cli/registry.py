@@ -1,6 +1,7 @@
 """``servekit registry ...``: register, inspect, alias, verify and clean a model registry.
 
-Every command takes ``--registry DIR`` (default: ``$SERVEKIT_HOME``, else ``~/.servekit``).
+Every command takes ``--registry DIR`` (default: ``$SERVEKIT_HOME``, else ``~/.servekit``);
+only ``init`` and ``register`` create a registry that does not exist.
 Bad input prints one line and exits 2; ``verify`` exits 1 with one line per problem.
 """
 
@@ -70,6 +71,16 @@ def registry() -> None:
     """Content-addressed model registry: versions, aliases, lineage, integrity."""
 
 
+@registry.command("init")
+@click.argument("root", type=click.Path(file_okay=False, path_type=Path))
+def init_command(root: Path) -> None:
+    """Create an empty registry at ROOT (or open the one there) and print its path.
+
+    Every other command except ``register`` refuses a root that does not exist, so a typo in
+    --registry is an error instead of a new, empty registry."""
+    click.echo(str(Registry(root).root))
+
+
 @registry.command("register")
 @click.argument("name")
 @click.argument("path", type=click.Path(path_type=Path))
@@ -119,7 +130,7 @@ def list_command(
     registry_dir: Path | None,
 ) -> None:
     """List registered models, or the versions of model NAME."""
-    reg = Registry(registry_dir)
+    reg = Registry(registry_dir, create=False)
     if name is None:
         for m in reg.list_models():
             aliases = ",".join(f"{a}={v}" for a, v in m.aliases.items())
@@ -139,7 +150,7 @@ def list_command(
 @registry_option
 def show_command(ref: str, as_json: bool, registry_dir: Path | None) -> None:
     """Show the version REF (NAME, NAME:VERSION or NAME@ALIAS) points at."""
-    v = Registry(registry_dir).get(ref)
+    v = Registry(registry_dir, create=False).get(ref)
     if as_json:
         click.echo(json.dumps(v.to_dict(), indent=2))
         return
@@ -171,7 +182,7 @@ def alias_set(
     ref: str, alias_name: str, reason: str | None, actor: str | None, registry_dir: Path | None
 ) -> None:
     """Point ALIAS at the version REF resolves to."""
-    e = Registry(registry_dir).set_alias(ref, alias_name, reason=reason, actor=actor)
+    e = Registry(registry_dir, create=False).set_alias(ref, alias_name, reason=reason, actor=actor)
     prev = e.previous_version if e.previous_version is not None else "-"
     click.echo(f"{e.model}@{e.alias}: {prev} -> {e.new_version}")
 
@@ -186,7 +197,9 @@ def alias_rm(
     name: str, alias_name: str, reason: str | None, actor: str | None, registry_dir: Path | None
 ) -> None:
     """Remove ALIAS from model NAME."""
-    e = Registry(registry_dir).delete_alias(name, alias_name, reason=reason, actor=actor)
+    e = Registry(registry_dir, create=False).delete_alias(
+        name, alias_name, reason=reason, actor=actor
+    )
     click.echo(f"{e.model}@{e.alias}: {e.previous_version} -> -")
 
 
@@ -195,7 +208,7 @@ def alias_rm(
 @registry_option
 def history_command(name: str, registry_dir: Path | None) -> None:
     """Print every alias move of model NAME, oldest first."""
-    for e in Registry(registry_dir).history(name):
+    for e in Registry(registry_dir, create=False).history(name):
         prev = e.previous_version if e.previous_version is not None else "-"
         new = e.new_version if e.new_version is not None else "-"
         reason = f"  {e.reason}" if e.reason else ""
@@ -207,7 +220,7 @@ def history_command(name: str, registry_dir: Path | None) -> None:
 @registry_option
 def lineage_command(ref: str, registry_dir: Path | None) -> None:
     """Print REF's version, then its parent, grandparent, ... with their sources."""
-    for depth, v in enumerate(Registry(registry_dir).lineage(ref)):
+    for depth, v in enumerate(Registry(registry_dir, create=False).lineage(ref)):
         source = f"  source={json.dumps(v.source)}" if v.source else ""
         click.echo(f"{'  ' * depth}{v.ref}  {v.variant or '-'}  {v.digest}{source}")
 
@@ -217,7 +230,7 @@ def lineage_command(ref: str, registry_dir: Path | None) -> None:
 @registry_option
 def verify_command(ref: str | None, registry_dir: Path | None) -> None:
     """Re-hash REF's artifact (default: every version); exit 1 with one line per problem."""
-    problems = Registry(registry_dir).verify(ref)
+    problems = Registry(registry_dir, create=False).verify(ref)
     if problems:
         for line in problems:
             click.echo(line)
@@ -230,7 +243,7 @@ def verify_command(ref: str | None, registry_dir: Path | None) -> None:
 @registry_option
 def archive_command(ref: str, registry_dir: Path | None) -> None:
     """Archive a version: NAME alone no longer resolves to it."""
-    click.echo(f"{Registry(registry_dir).archive(ref).ref} archived")
+    click.echo(f"{Registry(registry_dir, create=False).archive(ref).ref} archived")
 
 
 @registry.command("path")
@@ -239,7 +252,7 @@ def archive_command(ref: str, registry_dir: Path | None) -> None:
 @registry_option
 def path_command(ref: str, model_file: bool, registry_dir: Path | None) -> None:
     """Verify REF's artifact and print its path."""
-    reg = Registry(registry_dir)
+    reg = Registry(registry_dir, create=False)
     click.echo(reg.model_file(ref) if model_file else reg.artifact_path(ref))
 
 
@@ -247,7 +260,7 @@ def path_command(ref: str, model_file: bool, registry_dir: Path | None) -> None:
 @registry_option
 def gc_command(registry_dir: Path | None) -> None:
     """Remove staging files of killed writers and artifacts no version references."""
-    report = Registry(registry_dir).gc()
+    report = Registry(registry_dir, create=False).gc()
     for p in report.removed:
         click.echo(f"removed {p}")
     click.echo(f"{len(report.removed)} removed, {report.bytes_freed} bytes freed")

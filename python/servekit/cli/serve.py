@@ -17,6 +17,7 @@ from servekit.serving.export import BatchingOptions
 from servekit.serving.registry_source import RegistrySource
 from servekit.serving.repository import ModelRepository, RunnerOptions
 from servekit.serving.rest.server import ServerOptions, bind, serve
+from servekit.serving.startup import DEFAULT_STARTUP_GRACE_S, require_served
 from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
 
 
@@ -45,13 +46,26 @@ from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
     help="Seconds between checks of the registry for moved aliases.",
 )
 @click.option(
+    "--startup-grace",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_STARTUP_GRACE_S,
+    show_default=True,
+    help="Seconds --model references are retried at start when no model loaded; then exit 2.",
+)
+@click.option(
     "--max-batch-size",
     default=64,
     show_default=True,
     help="max_batch_size (dynamic batching) of registry models with a dynamic first dim.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, help="Port (0: any free port).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    help="Port (0: any free port).",
+)
 @click.option(
     "--device",
     type=click.Choice(["cpu", "cuda"]),
@@ -61,6 +75,7 @@ from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
 )
 @click.option(
     "--threads",
+    type=click.IntRange(min=1),
     default=1,
     show_default=True,
     help="Intra-op threads per model instance; keep instances x threads within the cores.",
@@ -126,6 +141,7 @@ def serve_command(
     registry: Path | None,
     models: tuple[str, ...],
     poll_interval: float,
+    startup_grace: float,
     max_batch_size: int,
     host: str,
     port: int,
@@ -150,7 +166,8 @@ def serve_command(
 
     Stops on SIGTERM or SIGINT after draining in-flight requests (exit status 0). Startup
     failures (port in use, unreadable repository, invalid config.pbtxt) print one line and exit
-    with status 2; a model whose artifact fails to load is reported and the others serve.
+    with status 2; a model whose artifact fails to load is reported and the others serve;
+    when none loads (after --startup-grace seconds of retrying --model references), exit 2.
 
     Telemetry (on by default): latency quantiles of every version, and drift monitoring of
     versions with a reference profile (a packaged registry artifact's, a reference_profile.json
@@ -190,12 +207,15 @@ def serve_command(
         from servekit.registry import Registry
 
         source = RegistrySource(
-            Registry(registry), list(models), runner_options, BatchingOptions(max_batch_size)
+            Registry(registry, create=False),
+            list(models),
+            runner_options,
+            BatchingOptions(max_batch_size),
         )
     sock = bind(host, port)
     try:
         plane = DataPlane(repository, max_json_depth=max_json_depth)
-        asyncio.run(_main(plane, source, sock, options, poll_interval))
+        asyncio.run(_main(plane, source, sock, options, poll_interval, startup_grace))
     finally:
         sock.close()
 
@@ -206,10 +226,14 @@ async def _main(
     sock: socket.socket,
     options: ServerOptions,
     poll_interval: float,
+    startup_grace: float,
 ) -> None:
     await plane.load_all()
     if source is not None:
         await source.load_all(plane)
+    await require_served(plane, source, startup_grace, poll_interval)
+    if source is not None:
+        source.release_reports()
     telemetry = plane.repository.telemetry
     if telemetry is not None:
         served = {e.name for e in plane.repository.entries()}

@@ -141,7 +141,12 @@ def extract_verified(bundle: str | os.PathLike[str], dest: Path) -> dict[str, An
                     )
             tar.extractall(dest, filter="data")
     except (tarfile.TarError, EOFError) as exc:
-        raise InvalidArgumentError(f"{os.fspath(path)!r} is not a readable bundle: {exc}") from None
+        # tarfile's "could not be opened" lists every compression it tried, one per line.
+        detail = "" if "\n" in str(exc) else f": {exc}"
+        raise InvalidArgumentError(
+            f"{os.fspath(path)}: not an edge bundle (a .tar.gz written by servekit export "
+            f"edge){detail}"
+        ) from None
     manifest_path = dest / MANIFEST
     if not manifest_path.is_file():
         raise IntegrityError(f"bundle {path.name}: no {MANIFEST}")

@@ -105,13 +105,13 @@ class SampleCalibrationReader:
         self._iter: Iterator[dict[str, np.ndarray]] | None = None
 
     def _batches(self) -> Iterator[dict[str, np.ndarray]]:
-        from tqdm import tqdm
+        from servekit.progress import progress_bar
 
         # Equal-sized batches: ONNX Runtime's histogram calibrators (Percentile, Entropy) stack
         # the batches and fail on a shorter last one, so the remainder rows are left out.
         size = min(self._batch_size, len(self._inputs))
         starts = range(0, len(self._inputs) - size + 1, size)
-        for start in tqdm(starts, desc="calibration", disable=not self._progress, leave=False):
+        for start in progress_bar(starts, progress=self._progress, desc="calibration"):
             yield {INPUT_NAME: self._inputs[start : start + size]}
 
     def get_next(self) -> dict[str, np.ndarray] | None:

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from servekit.progress import progress_bar
+
 #: torch threads used for training: explicit, since torch's default (all cores) next to another
 #: busy process slows it 20-30x on small machines.
 TRAIN_THREADS = 2
@@ -55,7 +57,6 @@ def train_kd(
     """
     import torch
     import torch.nn.functional as F
-    from tqdm import tqdm
 
     torch.set_num_threads(TRAIN_THREADS)
     torch.manual_seed(config.seed)
@@ -71,7 +72,7 @@ def train_kd(
     optimizer = torch.optim.Adam(student.parameters(), lr=config.lr)
     generator = torch.Generator().manual_seed(config.seed)
     student.train()
-    for _ in tqdm(range(config.epochs), desc=desc, disable=not progress, leave=False):
+    for _ in progress_bar(range(config.epochs), progress=progress, desc=desc):
         order = torch.randperm(len(xt), generator=generator)
         for start in range(0, len(xt), config.batch_size):
             idx = order[start : start + config.batch_size]

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from servekit import _core
-from servekit.errors import InvalidArgumentError
+from servekit.errors import InvalidArgumentError, NotFoundError
 from servekit.registry.records import (
     AliasEvent,
     GcReport,
@@ -123,8 +123,17 @@ class Registry:
     operation the stored state forbids; StorageError for operating-system failures.
     """
 
-    def __init__(self, root: StrPath | None = None) -> None:
-        self._core = _core.RegistryCore(os.fspath(resolve_root(root)))
+    def __init__(self, root: StrPath | None = None, *, create: bool = True) -> None:
+        """Open the registry at ``root`` (default: ``$SERVEKIT_HOME``, else ``~/.servekit``),
+        creating it when ``create`` is true. Raises NotFoundError when ``create`` is false and
+        the root directory does not exist, StorageError when it cannot be opened."""
+        path = resolve_root(root)
+        if not create and not path.is_dir():
+            raise NotFoundError(
+                f"{path}: no registry there (create one with 'servekit registry init {path}' "
+                "or by registering a model into it)"
+            )
+        self._core = _core.RegistryCore(os.fspath(path))
 
     @property
     def root(self) -> Path:

@@ -14,6 +14,7 @@ from servekit.serving.config import (
     validate_config,
     write_config,
 )
+from servekit.serving.repository import PROFILE_FILE
 from servekit.signature import Signature, onnx_signature
 
 if TYPE_CHECKING:
@@ -81,10 +82,17 @@ def triton_config(
 
 
 def export_triton(
-    registry: Registry, ref: str, out: Path, options: BatchingOptions | None = None
+    registry: Registry,
+    ref: str,
+    out: Path,
+    options: BatchingOptions | None = None,
+    *,
+    name: str | None = None,
 ) -> Path:
     """Write ``out/<name>/config.pbtxt`` and ``out/<name>/<version>/model.*`` for a registry
-    version (its artifact verified first); return the model's directory.
+    version (its artifact verified first), with the version's ``reference_profile.json`` when
+    it has one (so the entry is drift-monitored when served); return the model's directory.
+    ``name`` is the model's name in the repository (default: the registry name).
 
     Raises IntegrityError for a tampered artifact, InvalidArgumentError for a format Triton
     cannot serve, NotFoundError for an unknown reference.
@@ -92,9 +100,14 @@ def export_triton(
     version = registry.get(ref)
     model_file = registry.model_file(version.ref, verify=True)
     config = triton_config(version, model_file, options)
-    model_dir = Path(out) / version.name
+    if name is not None:
+        config.name = name
+    model_dir = Path(out) / config.name
     version_dir = model_dir / str(version.version)
     version_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_file, version_dir / TRITON_FORMATS[version.format][2])
+    profile = model_file.parent / PROFILE_FILE
+    if profile.is_file():
+        shutil.copyfile(profile, version_dir / PROFILE_FILE)
     write_config(config, model_dir / "config.pbtxt")
     return model_dir

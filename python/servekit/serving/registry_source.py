@@ -12,7 +12,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from servekit.errors import InvalidArgumentError, ServekitError
+from servekit.errors import InvalidArgumentError, NotFoundError, ServekitError
 from servekit.serving.export import BatchingOptions, triton_config
 from servekit.serving.model import ServedModel
 from servekit.serving.repository import (
@@ -45,10 +45,17 @@ class RegistrySource:
         runner_options: RunnerOptions,
         batching: BatchingOptions | None = None,
     ) -> None:
-        """Raises InvalidArgumentError when two references name the same model."""
+        """Raises InvalidArgumentError when two references name the same model or one is
+        malformed (an unknown model, version or alias is not an error yet: it may appear)."""
         self.registry = registry
         self.refs: dict[str, str] = {}
         for ref in refs:
+            try:
+                registry.get(ref)
+            except NotFoundError:
+                pass
+            except InvalidArgumentError as exc:
+                raise InvalidArgumentError(f"--model {ref}: {exc}") from None
             name = model_name_of(ref)
             if name in self.refs:
                 raise InvalidArgumentError(
@@ -58,18 +65,22 @@ class RegistrySource:
         self.runner_options = runner_options
         self.batching = batching or BatchingOptions()
         self.serving: dict[str, int] = {}
+        self._unresolved: dict[str, str] = {}  # name -> the last resolution error logged
+        self._held: list[str] | None = None  # load errors held back while starting
 
     def build(self, name: str) -> ModelEntry:
         """Resolve and load the model's reference now (blocking). A version that cannot be
-        resolved, verified or loaded is recorded as failed in the entry, with a log line."""
+        resolved, verified or loaded is recorded as failed in the entry, with a log line (for
+        a reference that does not resolve, once per distinct error)."""
         ref = self.refs[name]
         entry = ModelEntry(name)
         try:
             version = self.registry.get(ref)
         except ServekitError as exc:
             entry.reason = f"{ref}: {exc}"
-            log.error("model '%s' is not available: %s", name, entry.reason)
+            self._log_unresolved(name, exc)
             return entry
+        self._unresolved.pop(name, None)
         try:
             model_file = self.registry.model_file(version.ref, verify=True)
             config = triton_config(version, model_file, self.batching)
@@ -84,15 +95,35 @@ class RegistrySource:
             entry.versions[version.version] = served
         except ServekitError as exc:
             entry.failed[version.version] = str(exc)
-            log.error("%s refused: %s", version.ref, exc)
+            self._report(f"{version.ref} refused: {exc}")
         return entry
 
     def resolve(self, name: str) -> int:
         """The version the model's reference names now (blocking)."""
         return self.registry.get(self.refs[name]).version
 
+    def _log_unresolved(self, name: str, exc: ServekitError) -> None:
+        if self._unresolved.get(name) != str(exc):
+            self._report(f"model '{name}' is not available: {self.refs[name]}: {exc}")
+            self._unresolved[name] = str(exc)
+
+    def _report(self, message: str) -> None:
+        if self._held is not None:
+            self._held.append(message)
+        else:
+            log.error("%s", message)
+
+    def release_reports(self) -> None:
+        """Log the load errors held back since :meth:`load_all` (the server starts; had it
+        not, the start-up error names them all on one line) and log later ones at once."""
+        held, self._held = self._held or [], None
+        for message in held:
+            log.error("%s", message)
+
     async def load_all(self, plane: DataPlane) -> None:
-        """Load every reference and install it in the plane's repository."""
+        """Load every reference and install it in the plane's repository; load errors are
+        held back until :meth:`release_reports`."""
+        self._held = []
         taken = set(plane.repository.model_names())
         for name in self.refs:
             if name in taken:
@@ -111,14 +142,17 @@ class RegistrySource:
         while True:
             await asyncio.sleep(interval_s)
             for name in self.refs:
-                await self._refresh(plane, name)
+                await self.refresh(plane, name)
 
-    async def _refresh(self, plane: DataPlane, name: str) -> None:
+    async def refresh(self, plane: DataPlane, name: str) -> None:
+        """Re-resolve the model's reference and switch to the version it names if it moved.
+        A reference that does not resolve is logged once per distinct error."""
         try:
             wanted = await asyncio.to_thread(self.resolve, name)
         except ServekitError as exc:
-            log.error("cannot resolve %s: %s", self.refs[name], exc)
+            self._log_unresolved(name, exc)
             return
+        self._unresolved.pop(name, None)
         if wanted == self.serving.get(name):
             return
         entry = await asyncio.to_thread(self.build, name)

@@ -134,13 +134,25 @@ class ReferenceProfile:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ReferenceProfile:
-        """Read a profile written by :meth:`save`."""
+        """Read a profile written by :meth:`save`. Raises OSError for a file that cannot be
+        read and InvalidArgumentError, naming the file, for one that is not a profile."""
         try:
             with open(path, encoding="utf-8") as fh:
                 data = json.load(fh)
+        except UnicodeDecodeError:
+            raise InvalidArgumentError(
+                f"{os.fspath(path)}: not a reference profile (not a UTF-8 JSON file)"
+            ) from None
         except json.JSONDecodeError as exc:
             raise InvalidArgumentError(f"{os.fspath(path)}: not valid JSON: {exc}") from None
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            if isinstance(exc, InvalidArgumentError):
+                raise
+            raise InvalidArgumentError(
+                f"{os.fspath(path)}: not a reference profile ({type(exc).__name__}: {exc})"
+            ) from None
 
 
 def build_reference_profile(

@@ -16,8 +16,10 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from prometheus_client import REGISTRY
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from servekit.errors import InvalidArgumentError, ServekitError
@@ -151,6 +153,16 @@ def create_app(plane: DataPlane, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     @app.exception_handler(Exception)
     async def on_error(_request: Request, exc: Exception) -> Response:
         return error_response(exc)
+
+    # Routing errors (unknown route 404, wrong method 405) and FastAPI's parameter validation
+    # keep the KServe error body instead of FastAPI's {"detail": ...}, as Triton answers.
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        return _json({"error": str(exc.detail)}, exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid_request(_request: Request, exc: RequestValidationError) -> Response:
+        return _json({"error": f"invalid request: {exc.errors()}"}, 400)
 
     registries = [REGISTRY]
     if plane.repository.telemetry is not None:
