@@ -29,8 +29,17 @@ def test_demo_quick_runs_every_stage(run_cli, tmp_path):
         assert (work / "bench" / name).stat().st_size > 0
     assert len(json.loads((work / "bench" / "report.json").read_text())["results"]) == 4
     # Promotion went through gates and is in the audit log.
-    actions = [e.action for e in reg.history("digits")]
+    actions = [e.action for e in reg.history("digits") if e.alias == "production"]
     assert actions[0] == "promote" and reg.get("digits@production") is not None
+    # Each variant has an alias named after it (the README's references), and the fp32 and
+    # int8 exports form a Triton model repository with their reference profiles.
+    for kind, v in versions.items():
+        assert reg.get(f"digits@{kind}").ref == v.ref
+    for name, kind in (("digits", "fp32"), ("digits_int8", "int8-dynamic")):
+        version_dir = work / "model_repo" / name / str(versions[kind].version)
+        assert (version_dir / "model.onnx").is_file()
+        assert (version_dir / "reference_profile.json").is_file()
+        assert f'name: "{name}"' in (work / "model_repo" / name / "config.pbtxt").read_text()
     # Telemetry saw no drift on training-like traffic, then drift on the shifted traffic.
     lines = out.splitlines()
     normal = next(line for line in lines if "rows like the training data" in line)
