@@ -193,7 +193,7 @@ def run_markdown(
     *,
     substitutions: dict[str, str | None] | None = None,
     env: dict[str, str] | None = None,
-    block_timeout: float = 300.0,
+    block_timeout: float = 900.0,
     jobs_timeout: float = 60.0,
 ) -> list[Block]:
     """Run every runnable block of the Markdown file ``path`` in one bash session in ``cwd``.
