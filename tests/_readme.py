@@ -114,9 +114,9 @@ class _Session:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            text=True,
             start_new_session=True,  # its own process group: background jobs are killed with it
         )
+        self._pending = b""
         self.selector = selectors.DefaultSelector()
         assert self.proc.stdout is not None
         self.selector.register(self.proc.stdout, selectors.EVENT_READ)
@@ -124,23 +124,33 @@ class _Session:
 
     def _send(self, command: str) -> None:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.write(command.encode() + b"\n")
         self.proc.stdin.flush()
 
     def run(self, command: str, timeout: float) -> str | None:
-        """Run ``command`` in the session; the status line it reports, or None on timeout."""
+        """Run ``command`` in the session; the status line it reports, or None on timeout.
+
+        The session's own output (block output goes to files) is read raw and split here, so
+        a line bash prints itself (a job's "Terminated" notice) never hides the status line
+        in a buffer that ``select`` cannot see."""
         self._send(f"{command}\nprintf '%s %s\\n' {_DONE} \"$__status\"")
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
-        while (left := deadline - time.monotonic()) > 0:
+        fd = self.proc.stdout.fileno()
+        while True:
+            for line in self._pending.decode(errors="replace").splitlines():
+                if line.startswith(_DONE):
+                    self._pending = b""
+                    return line[len(_DONE) :].strip()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
             if not self.selector.select(left):
                 continue
-            line = self.proc.stdout.readline()
-            if not line:
+            chunk = os.read(fd, 65536)
+            if not chunk:
                 raise ReadmeError("the bash session exited (a block ran `exit`?)")
-            if line.startswith(_DONE):
-                return line[len(_DONE) :].strip()
-        return None
+            self._pending += chunk
 
     def close(self) -> None:
         """Kill the session and everything it started (its process group)."""

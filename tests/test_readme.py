@@ -189,3 +189,13 @@ def test_a_block_that_hangs_fails_and_is_killed(tmp_path: Path) -> None:
     doc = _write(tmp_path, "```bash\necho waiting\nsleep 300\n```\n")
     with pytest.raises(ReadmeError, match=r"still running after 1 s(.|\n)*waiting"):
         run_markdown(doc, tmp_path, block_timeout=1)
+
+
+def test_a_job_notice_from_bash_does_not_stall_the_session(tmp_path: Path) -> None:
+    # bash itself reports a job killed by a signal on the session's stderr ("Terminated").
+    doc = _write(
+        tmp_path,
+        "```bash\nsleep 300 > s.log 2>&1 &\nkill %1\n```\n\n```bash\ntouch next\n```\n",
+    )
+    assert len(run_markdown(doc, tmp_path, block_timeout=60)) == 2
+    assert (tmp_path / "next").exists()
