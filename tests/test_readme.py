@@ -38,6 +38,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # about 3 minutes on an idle 2-core machine, 10+ on a shared one
 def test_readme_runs_as_written(tmp_path: Path) -> None:
     ran = run_markdown(README, tmp_path, substitutions=README_SUBSTITUTIONS)
     assert len(ran) >= 15  # the demo and every example after it
