@@ -9,7 +9,14 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
+from servekit.cli.serve_env import (
+    REGISTRY_ENVVARS,
+    refuse_failed_models,
+    registry_root,
+    verify_models,
+)
 from servekit.serving.codecs import DEFAULT_MAX_JSON_DEPTH
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.errors import DEFAULT_MAX_BODY_BYTES
@@ -20,7 +27,7 @@ from servekit.serving.rest.server import ServerOptions, bind, serve
 from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
 
 
-@click.command("serve")
+@click.command("serve", context_settings={"auto_envvar_prefix": "SERVEKIT"})
 @click.option(
     "--model-repo",
     type=click.Path(path_type=Path),
@@ -29,7 +36,9 @@ from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
 @click.option(
     "--registry",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Registry root for --model (default: $SERVEKIT_HOME, else ~/.servekit).",
+    envvar=REGISTRY_ENVVARS,
+    help="Registry root for --model (default: $SERVEKIT_REGISTRY or $SERVEKIT_HOME, else "
+    "~/.servekit).",
 )
 @click.option(
     "--model",
@@ -116,6 +125,13 @@ from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
     help="Seconds between drift/SLO evaluations (alerts fire without a scrape).",
 )
 @click.option(
+    "--exit-on-error/--no-exit-on-error",
+    default=False,
+    show_default=True,
+    help="Verify every --model artifact before anything starts and exit (status 2) if one "
+    "is tampered or any model fails to load, as Triton's --exit-on-error.",
+)
+@click.option(
     "--drain-timeout",
     default=10.0,
     show_default=True,
@@ -140,6 +156,7 @@ def serve_command(
     slo_p99_ms: float | None,
     alert_webhook: str | None,
     telemetry_interval: float,
+    exit_on_error: bool,
     drain_timeout: float,
 ) -> None:
     """Serve a model repository and/or registry models over the KServe v2 / Triton protocol.
@@ -156,6 +173,9 @@ def serve_command(
     versions with a reference profile (a packaged registry artifact's, a reference_profile.json
     next to a repository model file, or --reference-profile) at GET
     /v2/models/NAME[/versions/V]/drift and as servekit_* gauges on /metrics.
+
+    Every option may also come from an environment variable SERVEKIT_<OPTION> (SERVEKIT_PORT,
+    SERVEKIT_MODEL="a@production b:2", SERVEKIT_TELEMETRY=false, ...); a flag wins.
     """
     logging.basicConfig(
         level=logging.INFO, format="servekit: %(levelname)s %(message)s", stream=sys.stderr
@@ -163,7 +183,9 @@ def serve_command(
     logging.getLogger("servekit").setLevel(logging.INFO)
     if model_repo is None and not models:
         raise click.UsageError("give --model-repo DIR, --model NAME@ALIAS, or both")
-    if registry is not None and not models:
+    ctx = click.get_current_context()
+    registry = registry_root(ctx, registry)
+    if ctx.get_parameter_source("registry") is ParameterSource.COMMANDLINE and not models:
         raise click.UsageError("--registry needs at least one --model NAME@ALIAS")
     options = ServerOptions(host, port, max_body_bytes, drain_timeout)
     runner_options = RunnerOptions(device=device, threads=threads)
@@ -192,10 +214,12 @@ def serve_command(
         source = RegistrySource(
             Registry(registry), list(models), runner_options, BatchingOptions(max_batch_size)
         )
+        if exit_on_error:
+            verify_models(source)
     sock = bind(host, port)
     try:
         plane = DataPlane(repository, max_json_depth=max_json_depth)
-        asyncio.run(_main(plane, source, sock, options, poll_interval))
+        asyncio.run(_main(plane, source, sock, options, poll_interval, exit_on_error))
     finally:
         sock.close()
 
@@ -206,10 +230,13 @@ async def _main(
     sock: socket.socket,
     options: ServerOptions,
     poll_interval: float,
+    exit_on_error: bool,
 ) -> None:
     await plane.load_all()
     if source is not None:
         await source.load_all(plane)
+    if exit_on_error:
+        refuse_failed_models(plane.repository)
     telemetry = plane.repository.telemetry
     if telemetry is not None:
         served = {e.name for e in plane.repository.entries()}
