@@ -13,6 +13,7 @@ from click.core import ParameterSource
 
 from servekit.cli.serve_env import (
     REGISTRY_ENVVARS,
+    env_options,
     refuse_failed_models,
     registry_root,
     verify_models,
@@ -27,7 +28,8 @@ from servekit.serving.rest.server import ServerOptions, bind, serve
 from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
 
 
-@click.command("serve", context_settings={"auto_envvar_prefix": "SERVEKIT"})
+@env_options(prefix="SERVEKIT")
+@click.command("serve")
 @click.option(
     "--model-repo",
     type=click.Path(path_type=Path),

@@ -1,15 +1,17 @@
-"""``servekit serve``'s start-up policy: the registry root from the environment, and
+"""``servekit serve``'s start-up policy: options from the environment, the registry root, and
 ``--exit-on-error`` (verify, then refuse to serve when any model failed).
 
-Every serve option may come from ``SERVEKIT_<OPTION>`` (click's ``auto_envvar_prefix``); the
-registry root has two names, because ``SERVEKIT_HOME`` already names it for every other
-command: ``SERVEKIT_REGISTRY`` (the option's own name) and ``SERVEKIT_HOME``. When both are set
-they must agree.
+Every serve option may come from ``SERVEKIT_<OPTION>``, named after the option's flag
+(``--model`` -> ``SERVEKIT_MODEL``, ``--grpc-port`` -> ``SERVEKIT_GRPC_PORT``) as MLServer's
+settings are, not after click's parameter name. The registry root has two names, because
+``SERVEKIT_HOME`` already names it for every other command: ``SERVEKIT_REGISTRY`` (the
+option's own) and ``SERVEKIT_HOME``; when both are set they must agree.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +26,22 @@ if TYPE_CHECKING:
 
 #: Environment variables of ``--registry``, in the order click reads them.
 REGISTRY_ENVVARS = ["SERVEKIT_REGISTRY", "SERVEKIT_HOME"]
+
+
+def env_options(prefix: str) -> Callable[[click.Command], click.Command]:
+    """A decorator (above ``@click.command``) giving every option without an ``envvar`` the
+    variable ``PREFIX_<FLAG>`` (``--max-batch-size`` -> ``PREFIX_MAX_BATCH_SIZE``), shown in
+    the help. A flag on the command line wins; a multiple option splits the value on spaces."""
+
+    def apply(command: click.Command) -> click.Command:
+        for param in command.params:
+            if isinstance(param, click.Option) and param.envvar is None:
+                flag = max(param.opts, key=len).lstrip("-")
+                param.envvar = f"{prefix}_{flag.replace('-', '_').upper()}"
+                param.show_envvar = True
+        return command
+
+    return apply
 
 
 def registry_root(ctx: click.Context, registry: Path | None) -> Path | None:

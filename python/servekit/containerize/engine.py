@@ -28,7 +28,8 @@ def find_engine() -> str:
 def build_command(engine: str, context: Path, tag: str) -> list[str]:
     """The build command line: offline (``--network none``), and with podman in the docker
     image format, the one that keeps HEALTHCHECK (OCI images drop it)."""
-    command = [engine, "build", "--network", "none", "-t", tag, "-f", "Containerfile"]
+    containerfile = context / "Containerfile"
+    command = [engine, "build", "--network", "none", "-t", tag, "-f", str(containerfile)]
     if Path(engine).name == "podman":
         command += ["--format", "docker"]
     return [*command, str(context)]
@@ -39,7 +40,7 @@ def build_image(context: Path, tag: str) -> list[str]:
     stdout/stderr; return the command that ran. Raises NotFoundError (no engine) and
     ServekitError when the build fails."""
     command = build_command(find_engine(), context, tag)
-    result = subprocess.run(command, cwd=context, check=False)
+    result = subprocess.run(command, check=False)
     if result.returncode != 0:
         raise ServekitError(f"{' '.join(command)} failed with exit status {result.returncode}")
     return command
