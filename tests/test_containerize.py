@@ -89,6 +89,8 @@ def test_context_holds_a_containerfile_wheels_and_a_one_version_registry(iris, c
     assert 'io.servekit.model.name="iris"' in text
     assert "org.opencontainers.image.created=" in text
 
+    # Closed cleanly: a read-only WAL index must come without -wal/-shm files.
+    assert not list((context / "registry").glob("index.db-*"))
     copied = Registry(context / "registry")
     assert [m.name for m in copied.list_models()] == ["iris"]
     [version] = copied.list_versions("iris")
@@ -96,7 +98,6 @@ def test_context_holds_a_containerfile_wheels_and_a_one_version_registry(iris, c
     assert version.signature == source.signature and version.metrics == source.metrics
     assert version.source["containerized_from"] == "iris:1"
     assert (copied.artifact_path("iris:1") / "reference_profile.json").is_file()
-    assert not (context / "registry" / "index.db-wal").exists()
 
 
 def test_wheelhouse_holds_servekit_and_only_serve_dependencies(context):
