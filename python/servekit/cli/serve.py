@@ -13,9 +13,9 @@ from click.core import ParameterSource
 
 from servekit.cli.serve_env import (
     REGISTRY_ENVVARS,
+    check_registry_env,
     env_options,
     refuse_failed_models,
-    registry_root,
     verify_models,
 )
 from servekit.serving.codecs import DEFAULT_MAX_JSON_DEPTH
@@ -186,7 +186,7 @@ def serve_command(
     if model_repo is None and not models:
         raise click.UsageError("give --model-repo DIR, --model NAME@ALIAS, or both")
     ctx = click.get_current_context()
-    registry = registry_root(ctx, registry)
+    check_registry_env(ctx)
     if ctx.get_parameter_source("registry") is ParameterSource.COMMANDLINE and not models:
         raise click.UsageError("--registry needs at least one --model NAME@ALIAS")
     options = ServerOptions(host, port, max_body_bytes, drain_timeout)

@@ -44,16 +44,15 @@ def env_options(prefix: str) -> Callable[[click.Command], click.Command]:
     return apply
 
 
-def registry_root(ctx: click.Context, registry: Path | None) -> Path | None:
-    """``--registry`` as given; raises click.UsageError when it came from the environment
-    and SERVEKIT_REGISTRY and SERVEKIT_HOME name different directories."""
+def check_registry_env(ctx: click.Context) -> None:
+    """Raises click.UsageError when ``--registry`` came from the environment and
+    SERVEKIT_REGISTRY and SERVEKIT_HOME name different directories."""
     if ctx.get_parameter_source("registry") is not ParameterSource.ENVIRONMENT:
-        return registry
+        return
     values = {name: os.environ[name] for name in REGISTRY_ENVVARS if os.environ.get(name)}
     if len({Path(v).resolve() for v in values.values()}) > 1:
         shown = ", ".join(f"{k}={v}" for k, v in values.items())
         raise click.UsageError(f"{shown}: two registry roots; set one, or pass --registry")
-    return registry
 
 
 def verify_models(source: RegistrySource) -> None:
