@@ -144,11 +144,17 @@ def _pump(stream: object, sink: queue.Queue[str]) -> None:
         sink.put(line)
 
 
-def start_server(*args: str, timeout: float = 60) -> ServerProcess:
-    """Start ``servekit serve --port 0 ARGS`` and wait (bounded) for its listening line."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+def start_server(
+    *args: str,
+    timeout: float = 60,
+    python: str = sys.executable,
+    env: dict[str, str] | None = None,
+) -> ServerProcess:
+    """Start ``servekit serve --port 0 ARGS`` with ``python`` (plus ``env`` over this
+    environment) and wait (bounded) for its listening line."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "servekit", "serve", "--port", "0", *args],
+        [python, "-m", "servekit", "serve", "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -13,7 +13,7 @@
 
 use super::refs::{Reference, Selector};
 use crate::error::{CoreError, CoreResult};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior, MAIN_DB};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -672,14 +672,51 @@ pub struct Index {
 impl Index {
     /// Open (creating and migrating as needed) the index at `path`.
     /// `Conflict` when the database was written by a newer servekit with an unknown schema.
+    ///
+    /// An index this process may not write (a registry baked read-only into a container image,
+    /// a read-only mount) is opened as an immutable snapshot instead: SQLite could not create
+    /// the WAL's `-shm` file next to it, and nothing can write it anyway. A snapshot does not
+    /// see later writes by other processes, and must already be at this servekit's schema.
     pub fn open(path: &Path) -> CoreResult<Index> {
         let conn = Connection::open(path).map_err(|e| sql_error(path, e))?;
+        if path.is_file() && conn.is_readonly(MAIN_DB).map_err(|e| sql_error(path, e))? {
+            drop(conn);
+            return Index::open_snapshot(path);
+        }
         let mut index = Index {
             conn,
             path: path.to_path_buf(),
         };
         index.configure()?;
         index.migrate()?;
+        Ok(index)
+    }
+
+    fn open_snapshot(path: &Path) -> CoreResult<Index> {
+        let mut uri = String::from("file:");
+        for c in path.to_string_lossy().chars() {
+            match c {
+                '%' => uri.push_str("%25"),
+                '?' => uri.push_str("%3f"),
+                '#' => uri.push_str("%23"),
+                c => uri.push(c),
+            }
+        }
+        uri.push_str("?immutable=1");
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(&uri, flags).map_err(|e| sql_error(path, e))?;
+        let index = Index {
+            conn,
+            path: path.to_path_buf(),
+        };
+        let (current, known) = (index.schema_version()?, MIGRATIONS.len() as i64);
+        if current != known {
+            return Err(CoreError::Conflict(format!(
+                "{}: the read-only index is at schema version {current}, this servekit needs \
+                 {known}; open the registry once where it is writable",
+                path.display()
+            )));
+        }
         Ok(index)
     }
 
@@ -786,6 +823,28 @@ mod tests {
         assert_eq!(t.len(), 27, "{t}");
         assert!(t.ends_with('Z') && t.as_bytes()[10] == b'T', "{t}");
         assert!(t.as_str() > "2024-01-01T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn a_snapshot_reads_and_refuses_writes_without_wal_files() {
+        // Root may write any file, so the read-only detection itself is checked where a
+        // non-root user opens a read-only registry (the container test); this checks the
+        // snapshot it falls back to.
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("dir?#%").join("index.db");
+        std::fs::create_dir(path.parent().unwrap()).unwrap();
+        drop(Index::open(&path).unwrap());
+        let mut index = Index::open_snapshot(&path).unwrap();
+        assert!(index.conn.is_readonly(MAIN_DB).unwrap());
+        assert_eq!(index.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let written = index.write(|db| {
+            db.conn
+                .execute_batch("CREATE TABLE t (x)")
+                .map_err(|e| db.err(e))
+        });
+        assert!(written.is_err());
+        assert!(!path.with_file_name("index.db-shm").exists());
+        assert!(!path.with_file_name("index.db-wal").exists());
     }
 
     #[test]

@@ -26,13 +26,18 @@ EXIT_BAD_INPUT = 2
 #: Exit status for an unexpected failure (a bug, or a case servekit does not recognise).
 EXIT_INTERNAL = 1
 
-#: Top-level import name of each optional dependency -> the extra that installs it.
+#: Top-level import name of each optional dependency -> the extra that installs it (the extras
+#: of pyproject.toml; ``frontend`` is reached through ``serve``, which users install).
 EXTRA_OF_MODULE = {
     "onnxruntime": "serve",
+    "onnx": "serve",
     "fastapi": "serve",
+    "starlette": "serve",
+    "pydantic": "serve",
     "uvicorn": "serve",
+    "httptools": "serve",
+    "uvloop": "serve",
     "prometheus_client": "serve",
-    "orjson": "serve",
     "grpc": "serve",
     "google": "serve",
     "tritonclient": "serve",
@@ -40,8 +45,11 @@ EXTRA_OF_MODULE = {
     "skl2onnx": "package",
     "skops": "package",
     "onnxconverter_common": "package",
-    "onnx": "package",
     "matplotlib": "bench",
+    "tqdm": "bench",
+    "geventhttpclient": "bench",
+    "gevent": "bench",
+    "aiohttp": "bench",
     "torch": "torch",
     "onnxscript": "torch",
 }
@@ -62,6 +70,19 @@ def missing_extra_message(exc: ModuleNotFoundError) -> str | None:
     if extra is None:
         return None
     return f"this command needs '{top}', which is not installed: pip install 'servekit[{extra}]'"
+
+
+class MissingExtraError(click.ClickException):
+    """A command's module needs an extra that is not installed (one line, exit 2)."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, message: str, extra: str) -> None:
+        super().__init__(message)
+        self.extra = extra
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"servekit: error: {self.format_message()}", err=True, file=file)
 
 
 class LazyGroup(click.Group):
@@ -87,9 +108,25 @@ class LazyGroup(click.Group):
                 message = missing_extra_message(exc)
                 if message is None:
                     raise
-                raise click.ClickException(message) from None
+                extra = EXTRA_OF_MODULE[(exc.name or "").split(".")[0]]
+                raise MissingExtraError(message, extra) from None
             self.add_command(command, cmd_name)
         return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List the commands; one whose extra is missing says so instead of failing the help."""
+        rows = []
+        for name in self.list_commands(ctx):
+            try:
+                command = self.get_command(ctx, name)
+            except MissingExtraError as exc:
+                rows.append((name, f"(needs pip install 'servekit[{exc.extra}]')"))
+                continue
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(formatter.width - 6 - len(name))))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 class ServekitGroup(LazyGroup):

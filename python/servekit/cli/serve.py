@@ -9,7 +9,15 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
+from servekit.cli.serve_env import (
+    REGISTRY_ENVVARS,
+    check_registry_env,
+    env_options,
+    refuse_failed_models,
+    verify_models,
+)
 from servekit.serving.codecs import DEFAULT_MAX_JSON_DEPTH
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.errors import DEFAULT_MAX_BODY_BYTES
@@ -21,6 +29,7 @@ from servekit.serving.startup import DEFAULT_STARTUP_GRACE_S, require_served
 from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
 
 
+@env_options(prefix="SERVEKIT")
 @click.command("serve")
 @click.option(
     "--model-repo",
@@ -30,7 +39,9 @@ from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
 @click.option(
     "--registry",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Registry root for --model (default: $SERVEKIT_HOME, else ~/.servekit).",
+    envvar=REGISTRY_ENVVARS,
+    help="Registry root for --model (default: $SERVEKIT_REGISTRY or $SERVEKIT_HOME, else "
+    "~/.servekit).",
 )
 @click.option(
     "--model",
@@ -131,6 +142,13 @@ from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
     help="Seconds between drift/SLO evaluations (alerts fire without a scrape).",
 )
 @click.option(
+    "--exit-on-error/--no-exit-on-error",
+    default=False,
+    show_default=True,
+    help="Verify every --model artifact before anything starts and exit (status 2) if one "
+    "is tampered or any model fails to load, as Triton's --exit-on-error.",
+)
+@click.option(
     "--drain-timeout",
     default=10.0,
     show_default=True,
@@ -156,6 +174,7 @@ def serve_command(
     slo_p99_ms: float | None,
     alert_webhook: str | None,
     telemetry_interval: float,
+    exit_on_error: bool,
     drain_timeout: float,
 ) -> None:
     """Serve a model repository and/or registry models over the KServe v2 / Triton protocol.
@@ -173,6 +192,9 @@ def serve_command(
     versions with a reference profile (a packaged registry artifact's, a reference_profile.json
     next to a repository model file, or --reference-profile) at GET
     /v2/models/NAME[/versions/V]/drift and as servekit_* gauges on /metrics.
+
+    Every option may also come from an environment variable SERVEKIT_<OPTION> (SERVEKIT_PORT,
+    SERVEKIT_MODEL="a@production b:2", SERVEKIT_TELEMETRY=false, ...); a flag wins.
     """
     logging.basicConfig(
         level=logging.INFO, format="servekit: %(levelname)s %(message)s", stream=sys.stderr
@@ -180,7 +202,9 @@ def serve_command(
     logging.getLogger("servekit").setLevel(logging.INFO)
     if model_repo is None and not models:
         raise click.UsageError("give --model-repo DIR, --model NAME@ALIAS, or both")
-    if registry is not None and not models:
+    ctx = click.get_current_context()
+    check_registry_env(ctx)
+    if ctx.get_parameter_source("registry") is ParameterSource.COMMANDLINE and not models:
         raise click.UsageError("--registry needs at least one --model NAME@ALIAS")
     options = ServerOptions(host, port, max_body_bytes, drain_timeout)
     runner_options = RunnerOptions(device=device, threads=threads)
@@ -212,10 +236,14 @@ def serve_command(
             runner_options,
             BatchingOptions(max_batch_size),
         )
+        if exit_on_error:
+            verify_models(source)
     sock = bind(host, port)
     try:
         plane = DataPlane(repository, max_json_depth=max_json_depth)
-        asyncio.run(_main(plane, source, sock, options, poll_interval, startup_grace))
+        asyncio.run(
+            _main(plane, source, sock, options, poll_interval, startup_grace, exit_on_error)
+        )
     finally:
         sock.close()
 
@@ -227,10 +255,13 @@ async def _main(
     options: ServerOptions,
     poll_interval: float,
     startup_grace: float,
+    exit_on_error: bool,
 ) -> None:
     await plane.load_all()
     if source is not None:
         await source.load_all(plane)
+    if exit_on_error:
+        refuse_failed_models(plane.repository)
     await require_served(plane, source, startup_grace, poll_interval)
     if source is not None:
         source.release_reports()
