@@ -12,6 +12,12 @@ import click
 
 from servekit.serving.access import GROUP_NAMES, RestrictedApis
 from servekit.serving.codecs import DEFAULT_MAX_JSON_DEPTH
+from servekit.serving.control import (
+    DEFAULT_POLL_SECS,
+    ControlMode,
+    ModelControl,
+    RepositoryPoller,
+)
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.errors import DEFAULT_MAX_BODY_BYTES
 from servekit.serving.export import BatchingOptions
@@ -139,6 +145,34 @@ from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
     show_default=True,
     help="Requests in flight at once (health and metrics excepted); past it: 503 at once.",
 )
+@click.option(
+    "--model-control-mode",
+    type=click.Choice([m.value for m in ControlMode]),
+    default="none",
+    show_default=True,
+    help="Triton's modes. none: load all, refuse load/unload; explicit: load --load-model, "
+    "allow load/unload; poll: load all, rescan every --repository-poll-secs.",
+)
+@click.option(
+    "--load-model",
+    "load_models",
+    multiple=True,
+    metavar="NAME",
+    help="Explicit mode: a repository model to load at start ('*': all); repeatable.",
+)
+@click.option(
+    "--repository-poll-secs",
+    type=float,
+    default=DEFAULT_POLL_SECS,
+    show_default=True,
+    help="Poll mode: seconds between repository scans.",
+)
+@click.option(
+    "--strict-readiness/--no-strict-readiness",
+    default=True,
+    show_default=True,
+    help="Ready only while every model that should be loaded is ready (Triton's default).",
+)
 def serve_command(
     model_repo: Path | None,
     registry: Path | None,
@@ -161,6 +195,10 @@ def serve_command(
     drain_timeout: float,
     restricted_apis: tuple[str, ...],
     max_inflight: int,
+    model_control_mode: str,
+    load_models: tuple[str, ...],
+    repository_poll_secs: float,
+    strict_readiness: bool,
 ) -> None:
     """Serve a model repository and/or registry models over the KServe v2 / Triton protocol.
 
@@ -186,6 +224,12 @@ def serve_command(
     if registry is not None and not models:
         raise click.UsageError("--registry needs at least one --model NAME@ALIAS")
     restricted = RestrictedApis.parse(restricted_apis)
+    control = ModelControl(ControlMode(model_control_mode), load_models, repository_poll_secs)
+    poll_source = click.get_current_context().get_parameter_source("repository_poll_secs")
+    control.check(
+        has_repository=model_repo is not None,
+        poll_secs_given=poll_source is click.core.ParameterSource.COMMANDLINE,
+    )
     options = ServerOptions(host, port, max_body_bytes, drain_timeout)
     runner_options = RunnerOptions(device=device, threads=threads)
     tel_flags = reference_profiles or alert_webhook or slo_p99_ms or drift_window_seconds
@@ -220,8 +264,10 @@ def serve_command(
             max_json_depth=max_json_depth,
             max_inflight=max_inflight,
             restricted=restricted,
+            control_mode=control.mode,
+            strict_readiness=strict_readiness,
         )
-        asyncio.run(_main(plane, source, sock, options, poll_interval))
+        asyncio.run(_main(plane, source, sock, options, poll_interval, control))
     finally:
         sock.close()
 
@@ -232,8 +278,12 @@ async def _main(
     sock: socket.socket,
     options: ServerOptions,
     poll_interval: float,
+    control: ModelControl,
 ) -> None:
-    await plane.load_all()
+    poller = RepositoryPoller(plane) if control.mode is ControlMode.POLL else None
+    if poller is not None:
+        await poller.start()  # the baseline first: a change during loading is seen later
+    await plane.load_all(control.startup_models())
     if source is not None:
         await source.load_all(plane)
     telemetry = plane.repository.telemetry
@@ -244,7 +294,11 @@ async def _main(
                 logging.getLogger("servekit.serving").warning(
                     "--reference-profile %s=...: no model '%s' is served (yet)", name, name
                 )
-    if source is None:
-        await serve(plane, sock, options)
-        return
-    await serve(plane, sock, options, background=lambda p: source.follow(p, poll_interval))
+
+    async def background(p: DataPlane) -> None:
+        jobs = [] if source is None else [source.follow(p, poll_interval)]
+        if poller is not None:
+            jobs.append(poller.follow(control.poll_secs))
+        await asyncio.gather(*jobs)
+
+    await serve(plane, sock, options, background=background)

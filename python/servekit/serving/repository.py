@@ -43,6 +43,8 @@ log = logging.getLogger("servekit.serving")
 #: A version's own reference profile, next to its model file.
 PROFILE_FILE = "reference_profile.json"
 READY, UNAVAILABLE = "READY", "UNAVAILABLE"
+#: The reason of a model unloaded on purpose (it no longer counts for strict readiness).
+UNLOADED = "unloaded"
 
 
 @dataclass
@@ -211,7 +213,7 @@ class ModelRepository:
             raise NotFoundError(f"model '{name}' is not loaded")
         if self.telemetry is not None:
             self.telemetry.replace(entry, None)
-        self._entries[name] = ModelEntry(name, reason="unloaded")
+        self._entries[name] = ModelEntry(name, reason=UNLOADED)
         return entry
 
     def get(self, name: str, version: str | None = None) -> ServedModel:
