@@ -24,7 +24,8 @@ from servekit.serving.export import BatchingOptions
 from servekit.serving.inflight import DEFAULT_MAX_INFLIGHT
 from servekit.serving.registry_source import RegistrySource
 from servekit.serving.repository import ModelRepository, RunnerOptions
-from servekit.serving.rest.server import ServerOptions, bind, serve
+from servekit.serving.rest.protocol import DEFAULT_BODY_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S
+from servekit.serving.rest.server import ServerOptions, bind, check_tls, serve
 from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
 
 
@@ -173,6 +174,37 @@ from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
     show_default=True,
     help="Ready only while every model that should be loaded is ready (Triton's default).",
 )
+@click.option(
+    "--ssl-certfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Serve HTTPS: PEM certificate (chain); needs --ssl-keyfile.",
+)
+@click.option(
+    "--ssl-keyfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="HTTPS: PEM private key of --ssl-certfile.",
+)
+@click.option(
+    "--http-header-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_HEADER_TIMEOUT_S,
+    show_default=True,
+    help="Seconds a client has to send a request's headers (then the connection closes).",
+)
+@click.option(
+    "--http-body-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_BODY_TIMEOUT_S,
+    show_default=True,
+    help="Seconds a client has to send a request's body once its headers arrived.",
+)
+@click.option(
+    "--http-keep-alive-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Seconds an idle keep-alive connection stays open between requests.",
+)
 def serve_command(
     model_repo: Path | None,
     registry: Path | None,
@@ -199,6 +231,11 @@ def serve_command(
     load_models: tuple[str, ...],
     repository_poll_secs: float,
     strict_readiness: bool,
+    ssl_certfile: Path | None,
+    ssl_keyfile: Path | None,
+    http_header_timeout: float,
+    http_body_timeout: float,
+    http_keep_alive_timeout: float,
 ) -> None:
     """Serve a model repository and/or registry models over the KServe v2 / Triton protocol.
 
@@ -230,7 +267,18 @@ def serve_command(
         has_repository=model_repo is not None,
         poll_secs_given=poll_source is click.core.ParameterSource.COMMANDLINE,
     )
-    options = ServerOptions(host, port, max_body_bytes, drain_timeout)
+    options = ServerOptions(
+        host,
+        port,
+        max_body_bytes,
+        drain_timeout,
+        header_timeout_s=http_header_timeout,
+        body_timeout_s=http_body_timeout,
+        keep_alive_timeout_s=http_keep_alive_timeout,
+        ssl_certfile=None if ssl_certfile is None else str(ssl_certfile),
+        ssl_keyfile=None if ssl_keyfile is None else str(ssl_keyfile),
+    )
+    check_tls(options)
     runner_options = RunnerOptions(device=device, threads=threads)
     tel_flags = reference_profiles or alert_webhook or slo_p99_ms or drift_window_seconds
     if not telemetry and tel_flags:
