@@ -66,7 +66,8 @@ from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
     type=click.Choice(["cpu", "cuda"]),
     default="cpu",
     show_default=True,
-    help="cuda: ONNX Runtime CUDAExecutionProvider (needs onnxruntime-gpu), torch on CUDA.",
+    help="cuda: ONNX Runtime CUDAExecutionProvider (needs onnxruntime-gpu), torch on CUDA; "
+    "for models whose instance_group names no kind (KIND_CPU/KIND_GPU win, as in Triton).",
 )
 @click.option(
     "--threads",
@@ -303,7 +304,11 @@ def serve_command(
         from servekit.registry import Registry
 
         source = RegistrySource(
-            Registry(registry), list(models), runner_options, BatchingOptions(max_batch_size)
+            Registry(registry),
+            list(models),
+            runner_options,
+            # The generated instance_group follows --device (a config's kind decides the device).
+            BatchingOptions(max_batch_size, kind="KIND_GPU" if device == "cuda" else "KIND_CPU"),
         )
     sock = bind(host, port)
     try:

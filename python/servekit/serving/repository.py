@@ -27,6 +27,7 @@ from servekit.serving.config import (
     PLATFORMS,
     ModelConfig,
     complete_config,
+    instance_device,
     read_config,
     select_versions,
     validate_config,
@@ -34,6 +35,7 @@ from servekit.serving.config import (
 from servekit.serving.model import ServedModel
 from servekit.serving.paths import contained, plain_component
 from servekit.serving.runners import OnnxRunner, Runner, TorchScriptRunner
+from servekit.serving.warmup import run_warmup
 from servekit.signature import onnx_signature
 
 if TYPE_CHECKING:
@@ -72,19 +74,27 @@ class ModelEntry:
 
 def make_runner(model_file: Path, config: ModelConfig, options: RunnerOptions) -> Runner:
     """Create the runner the configuration's platform or backend names (ONNX Runtime or
-    TorchScript). Raises InvalidArgumentError for another platform or a file that does not
-    load, UnavailableError when the device is not available."""
+    TorchScript), on the device :func:`instance_device` gives. Raises InvalidArgumentError
+    for another platform, an instance_group servekit cannot honour or a file that does not
+    load, UnavailableError (naming instance_group when it asked for the GPU) when the device
+    is not available."""
     kind = config.backend or config.platform
-    if kind in ("onnxruntime", "onnxruntime_onnx"):
-        return OnnxRunner(model_file, device=options.device, threads=options.threads)
-    if kind in ("pytorch", "pytorch_libtorch"):
-        return TorchScriptRunner(
-            model_file,
-            input_names=[t.name for t in config.input],
-            output_names=[t.name for t in config.output],
-            device=options.device,
-            threads=options.threads,
-        )
+    device = instance_device(config, options.device)
+    try:
+        if kind in ("onnxruntime", "onnxruntime_onnx"):
+            return OnnxRunner(model_file, device=device, threads=options.threads)
+        if kind in ("pytorch", "pytorch_libtorch"):
+            return TorchScriptRunner(
+                model_file,
+                input_names=[t.name for t in config.input],
+                output_names=[t.name for t in config.output],
+                device=device,
+                threads=options.threads,
+            )
+    except UnavailableError as exc:
+        if device == options.device:
+            raise
+        raise UnavailableError(f"instance_group KIND_GPU: {exc}") from None
     raise InvalidArgumentError(
         f"model '{config.name}': platform/backend {kind!r} is not served "
         "(expected onnxruntime_onnx or pytorch_libtorch)"
@@ -184,6 +194,7 @@ class ModelRepository:
             try:
                 model_file = find_model_file(model_dir / str(version), config, self.root)
                 runner = make_runner(model_file, config, self.options)
+                run_warmup(runner, config, model_dir, version)  # before the version is READY
                 served = ServedModel(name, version, config, runner)
                 profile = model_file.parent / PROFILE_FILE
                 if profile.is_file():
