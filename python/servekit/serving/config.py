@@ -14,6 +14,8 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from servekit.errors import InvalidArgumentError
+from servekit.serving.config_support import refuse_unsupported
+from servekit.serving.paths import plain_component
 from servekit.signature import Signature, TensorSpec
 
 ModelConfig = mc.ModelConfig
@@ -153,8 +155,12 @@ def add_tensor(tensors: Any, spec: TensorSpec, skip: int) -> None:
 
 
 def validate_config(config: ModelConfig) -> None:
-    """Check the parts of a configuration servekit relies on; InvalidArgumentError if wrong."""
+    """Check the parts of a configuration servekit relies on, and that it sets no field
+    servekit would ignore; InvalidArgumentError naming the field if wrong."""
     where = f"model '{config.name}'"
+    refuse_unsupported(config)
+    if config.default_model_filename:
+        plain_component(config.default_model_filename, f"{where}: default_model_filename")
     if config.max_batch_size < 0:
         raise InvalidArgumentError(f"{where}: max_batch_size {config.max_batch_size} is negative")
     for kind, tensors in (("input", config.input), ("output", config.output)):
@@ -183,6 +189,7 @@ def validate_config(config: ModelConfig) -> None:
     for group in config.instance_group:
         if group.count < 0:
             raise InvalidArgumentError(f"{where}: instance_group count {group.count} is negative")
+    instance_device(config, "cpu")  # refuses groups servekit cannot honour
 
 
 def signature_of(config: ModelConfig) -> Signature:
@@ -201,6 +208,37 @@ def instance_count(config: ModelConfig) -> int:
     """Total model instances the configuration asks for (1 when it has no instance_group)."""
     total = sum(g.count if g.count > 0 else 1 for g in config.instance_group)
     return total or 1
+
+
+def instance_device(config: ModelConfig, default: str) -> str:
+    """The device of a model's instances, from its ``instance_group`` as Triton reads it.
+
+    No group, or only ``KIND_AUTO`` groups: ``default`` (the server's ``--device``).
+    ``KIND_CPU``: "cpu". ``KIND_GPU``: "cuda:N" for the one GPU its ``gpus`` list (0 when it
+    lists none). Raises InvalidArgumentError naming instance_group for what one version on
+    one device cannot honour: groups of different kinds, more than one GPU, KIND_MODEL.
+    """
+    kinds = {g.kind for g in config.instance_group} - {mc.ModelInstanceGroup.KIND_AUTO}
+    where = f"model '{config.name}': instance_group"
+    if not kinds:
+        return default
+    if len(kinds) > 1:
+        names = sorted(mc.ModelInstanceGroup.Kind.Name(k) for k in kinds)
+        raise InvalidArgumentError(
+            f"{where} mixes {names}: servekit runs a model version on one device"
+        )
+    kind = kinds.pop()
+    if kind == mc.ModelInstanceGroup.KIND_CPU:
+        return "cpu"
+    if kind != mc.ModelInstanceGroup.KIND_GPU:
+        name = mc.ModelInstanceGroup.Kind.Name(kind)
+        raise InvalidArgumentError(f"{where} kind {name} is not supported (KIND_CPU, KIND_GPU)")
+    gpus = {gpu for g in config.instance_group for gpu in g.gpus} or {0}
+    if len(gpus) > 1:
+        raise InvalidArgumentError(
+            f"{where} gpus {sorted(gpus)}: servekit runs a model version on one GPU"
+        )
+    return f"cuda:{gpus.pop()}"
 
 
 def select_versions(config: ModelConfig, available: list[int]) -> list[int]:

@@ -41,9 +41,15 @@ class Runner(Protocol):
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
-def _check_device(device: str) -> None:
-    if device not in DEVICES:
-        raise InvalidArgumentError(f"unknown device {device!r}: expected one of {DEVICES}")
+def _check_device(device: str) -> int:
+    """The CUDA device index of ``device`` ("cuda" is 0; -1 for "cpu"); InvalidArgumentError
+    for anything but "cpu", "cuda" and "cuda:N"."""
+    kind, _, index = device.partition(":")
+    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
+        raise InvalidArgumentError(
+            f"unknown device {device!r}: expected one of {DEVICES} or cuda:N"
+        )
+    return -1 if kind == "cpu" else int(index or 0)
 
 
 class OnnxRunner:
@@ -59,18 +65,18 @@ class OnnxRunner:
         the file is not a loadable ONNX model."""
         import onnxruntime as ort
 
-        _check_device(device)
+        gpu = _check_device(device)
         if threads < 1:
             raise InvalidArgumentError(f"threads must be at least 1, got {threads}")
-        providers = ["CPUExecutionProvider"]
-        if device == "cuda":
+        providers: list[Any] = ["CPUExecutionProvider"]
+        if gpu >= 0:
             available = ort.get_available_providers()
             if "CUDAExecutionProvider" not in available:
                 raise UnavailableError(
-                    "device 'cuda' needs onnxruntime-gpu with CUDAExecutionProvider; this "
+                    f"device '{device}' needs onnxruntime-gpu with CUDAExecutionProvider; this "
                     f"onnxruntime has {available}"
                 )
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            providers = [("CUDAExecutionProvider", {"device_id": gpu}), "CPUExecutionProvider"]
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -155,11 +161,15 @@ class TorchScriptRunner:
         file, UnavailableError when CUDA is asked for but torch has none."""
         import torch
 
-        _check_device(device)
+        gpu = _check_device(device)
         if threads < 1:
             raise InvalidArgumentError(f"threads must be at least 1, got {threads}")
-        if device == "cuda" and not torch.cuda.is_available():
-            raise UnavailableError("device 'cuda' needs a CUDA build of torch and a GPU")
+        if gpu >= 0 and gpu >= (torch.cuda.device_count() if torch.cuda.is_available() else 0):
+            raise UnavailableError(
+                f"device '{device}' needs a CUDA build of torch and GPU {gpu}; this machine has "
+                f"{torch.cuda.device_count() if torch.cuda.is_available() else 0} GPU(s)"
+            )
+        device = f"cuda:{gpu}" if gpu >= 0 else "cpu"
         torch.set_num_threads(threads)
         try:
             self._module = torch.jit.load(str(path), map_location=device)
