@@ -117,6 +117,8 @@ class ServerProcess:
     proc: subprocess.Popen[str]
     url: str
     stderr_lines: queue.Queue[str]
+    #: ``127.0.0.1:PORT`` of the gRPC front end ("" without --grpc-port).
+    grpc_url: str = ""
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         """Send ``sig`` and wait (bounded) for the exit status."""
@@ -137,6 +139,7 @@ class ServerProcess:
 
 
 _LISTENING = "servekit: serving on http://"
+_GRPC_LISTENING = "servekit: serving gRPC on "
 
 
 def _pump(stream: object, sink: queue.Queue[str]) -> None:
@@ -159,6 +162,7 @@ def start_server(*args: str, timeout: float = 60) -> ServerProcess:
     threading.Thread(target=_pump, args=(proc.stdout, out), daemon=True).start()
     threading.Thread(target=_pump, args=(proc.stderr, err), daemon=True).start()
     deadline = time.monotonic() + timeout
+    grpc_url = ""
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0 or proc.poll() is not None:
@@ -170,10 +174,10 @@ def start_server(*args: str, timeout: float = 60) -> ServerProcess:
             line = out.get(timeout=min(remaining, 0.5))
         except queue.Empty:
             continue
-        if line.startswith("servekit: serving on http://"):
-            return ServerProcess(
-                proc, line.strip().removeprefix("servekit: serving on http://"), err
-            )
+        if line.startswith(_GRPC_LISTENING):
+            grpc_url = line.strip().split("://", 1)[1]
+        if line.startswith(_LISTENING):
+            return ServerProcess(proc, line.strip().removeprefix(_LISTENING), err, grpc_url)
 
 
 def slow_model(iterations: int) -> onnx.ModelProto:

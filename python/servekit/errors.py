@@ -19,6 +19,11 @@ from servekit._core import (
 )
 
 
+class UnimplementedError(ServekitError):
+    """The request asks for a protocol feature servekit does not implement (Triton's
+    UNSUPPORTED: HTTP 400, gRPC UNIMPLEMENTED); the message names it."""
+
+
 class PackagingError(ServekitError):
     """Packaging a model failed (an export, a conversion or a training step went wrong)."""
 
@@ -50,5 +55,6 @@ __all__ = [
     "ServekitError",
     "StorageError",
     "UnavailableError",
+    "UnimplementedError",
     "UnsupportedModelError",
 ]

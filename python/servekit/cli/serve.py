@@ -7,13 +7,16 @@ import logging
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
+from servekit.cli._grpc import grpc_flags, grpc_tls_given
 from servekit.serving.codecs import DEFAULT_MAX_JSON_DEPTH
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.errors import DEFAULT_MAX_BODY_BYTES
 from servekit.serving.export import BatchingOptions
+from servekit.serving.grpc import GrpcFrontEnd, GrpcOptions
 from servekit.serving.registry_source import RegistrySource
 from servekit.serving.repository import ModelRepository, RunnerOptions
 from servekit.serving.rest.server import ServerOptions, bind, serve
@@ -121,6 +124,7 @@ from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
     show_default=True,
     help="Seconds in-flight requests get to finish at shutdown.",
 )
+@grpc_flags
 def serve_command(
     model_repo: Path | None,
     registry: Path | None,
@@ -141,6 +145,7 @@ def serve_command(
     alert_webhook: str | None,
     telemetry_interval: float,
     drain_timeout: float,
+    **grpc: Any,
 ) -> None:
     """Serve a model repository and/or registry models over the KServe v2 / Triton protocol.
 
@@ -156,6 +161,9 @@ def serve_command(
     versions with a reference profile (a packaged registry artifact's, a reference_profile.json
     next to a repository model file, or --reference-profile) at GET
     /v2/models/NAME[/versions/V]/drift and as servekit_* gauges on /metrics.
+
+    --grpc-port P also serves Triton's KServe v2 gRPC service (and grpc.health.v1) over the
+    same models, batchers and statistics, with the same limits.
     """
     logging.basicConfig(
         level=logging.INFO, format="servekit: %(levelname)s %(message)s", stream=sys.stderr
@@ -192,10 +200,11 @@ def serve_command(
         source = RegistrySource(
             Registry(registry), list(models), runner_options, BatchingOptions(max_batch_size)
         )
+    grpc_options = _grpc_options(grpc, host, max_body_bytes)
     sock = bind(host, port)
     try:
         plane = DataPlane(repository, max_json_depth=max_json_depth)
-        asyncio.run(_main(plane, source, sock, options, poll_interval))
+        asyncio.run(_main(plane, source, sock, options, poll_interval, grpc_options))
     finally:
         sock.close()
 
@@ -206,7 +215,12 @@ async def _main(
     sock: socket.socket,
     options: ServerOptions,
     poll_interval: float,
+    grpc_options: GrpcOptions | None = None,
 ) -> None:
+    front_end = None
+    if grpc_options is not None:  # bound before loading, as HTTP: a port in use fails first
+        front_end = GrpcFrontEnd(plane, grpc_options)
+        front_end.bind()
     await plane.load_all()
     if source is not None:
         await source.load_all(plane)
@@ -219,6 +233,34 @@ async def _main(
                     "--reference-profile %s=...: no model '%s' is served (yet)", name, name
                 )
     if source is None:
-        await serve(plane, sock, options)
+        await serve(plane, sock, options, grpc_front_end=front_end)
         return
-    await serve(plane, sock, options, background=lambda p: source.follow(p, poll_interval))
+    await serve(
+        plane,
+        sock,
+        options,
+        background=lambda p: source.follow(p, poll_interval),
+        grpc_front_end=front_end,
+    )
+
+
+def _grpc_options(flags: dict[str, Any], host: str, max_body_bytes: int) -> GrpcOptions | None:
+    """The gRPC front end's options from the --grpc-* flags; None without --grpc-port."""
+    if flags["grpc_port"] is None:
+        if grpc_tls_given(flags):
+            raise click.UsageError("--grpc-use-ssl and the TLS files need --grpc-port")
+        return None
+    if flags["grpc_use_ssl_mutual"] and not flags["grpc_use_ssl"]:
+        raise click.UsageError("--grpc-use-ssl-mutual needs --grpc-use-ssl")
+    if not flags["grpc_use_ssl"] and grpc_tls_given(flags):
+        raise click.UsageError("TLS files given without --grpc-use-ssl")
+    return GrpcOptions(
+        host=host,
+        port=flags["grpc_port"],
+        max_message_bytes=max_body_bytes,
+        use_ssl=flags["grpc_use_ssl"],
+        server_cert=flags["grpc_server_cert"],
+        server_key=flags["grpc_server_key"],
+        root_cert=flags["grpc_root_cert"],
+        use_ssl_mutual=flags["grpc_use_ssl_mutual"],
+    )

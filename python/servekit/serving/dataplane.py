@@ -1,8 +1,9 @@
 """The data plane: everything the KServe v2 / Triton protocol does, independent of HTTP.
 
-The REST adapter (``servekit.serving.rest``) only moves bytes and status codes; every decision
-is here. Errors are servekit's typed exceptions; :func:`servekit.serving.errors.http_status`
-gives their status code.
+The REST adapter (``servekit.serving.rest``) and the gRPC adapter (``servekit.serving.grpc``)
+only convert messages and status codes; every decision is here. Errors are servekit's typed
+exceptions; :func:`servekit.serving.errors.http_status` gives their HTTP status code and
+``servekit.serving.grpc.status`` their gRPC one.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from servekit import __version__
 from servekit.errors import InvalidArgumentError, NotFoundError, ServekitError, UnavailableError
+from servekit.serving import metrics
 from servekit.serving.codecs import (
     DEFAULT_MAX_JSON_DEPTH,
     InferRequest,
@@ -25,6 +28,8 @@ from servekit.serving.codecs import (
 from servekit.serving.config import config_to_dict, parse_json_config, validate_config
 from servekit.serving.model import ServedModel
 from servekit.serving.repository import ModelEntry, ModelRepository, close_entry
+
+T = TypeVar("T")
 
 log = logging.getLogger("servekit.serving")
 
@@ -92,9 +97,32 @@ class DataPlane:
 
     # -- repository control -----------------------------------------------------------------
 
-    def repository_index(self) -> list[dict[str, str]]:
-        """Every model in the repository with its state (Triton's repository index)."""
-        return self.repository.index()
+    def repository_index(self, ready: object = False) -> list[dict[str, str]]:
+        """Every model in the repository with its state (Triton's repository index); only the
+        READY rows when ``ready`` is true. InvalidArgumentError when ``ready`` is not a bool."""
+        if not isinstance(ready, bool):
+            raise InvalidArgumentError("repository index field 'ready' must be a boolean")
+        rows = self.repository.index()
+        return [r for r in rows if r["state"] == "READY"] if ready else rows
+
+    async def load_with_parameters(self, name: str, parameters: object) -> ModelEntry:
+        """Load a model with Triton's load parameters (``config``: a JSON configuration
+        override). InvalidArgumentError for parameters that are not an object, a ``config``
+        that is not a string, ``file:`` overrides (not supported) or any other key; the rest
+        as :meth:`load`."""
+        if parameters is None:
+            parameters = {}
+        if not isinstance(parameters, dict):
+            raise InvalidArgumentError("load 'parameters' must be a JSON object")
+        if any(key.startswith("file:") for key in parameters):
+            raise InvalidArgumentError("loading a model from file overrides is not supported")
+        unknown = sorted(set(parameters) - {"config"})
+        if unknown:
+            raise InvalidArgumentError(f"unknown load parameter(s) {unknown}: only 'config'")
+        config = parameters.get("config")
+        if config is not None and not isinstance(config, str):
+            raise InvalidArgumentError("load parameter 'config' must be a JSON string")
+        return await self.load(name, config)
 
     async def load_all(self) -> list[ModelEntry]:
         """Load every model directory (at startup); return the entries.
@@ -162,6 +190,11 @@ class DataPlane:
             models = [e.versions[v] for e in self.repository.entries() for v in sorted(e.versions)]
         return {"model_stats": [_model_stats(m) for m in models]}
 
+    def metrics_text(self, registries: Iterable[Any]) -> bytes:
+        """Prometheus text of every served version's counters followed by ``registries``."""
+        models = [m for e in self.repository.entries() for m in e.versions.values()]
+        return metrics.render(models, registries)
+
     # -- telemetry ----------------------------------------------------------------------------
 
     def drift(self, name: str, version: str | None = None) -> dict[str, Any]:
@@ -210,24 +243,42 @@ class DataPlane:
             ]
         return InferResponse(model.name, str(model.version), chosen, request.id)
 
-    async def infer_body(
-        self, name: str, version: str | None, body: bytes, header_length: int | None
-    ) -> tuple[bytes, int | None]:
-        """Decode, run and encode one request; return the response body and the length of its
-        JSON header (None when the body is all JSON). Raises servekit's typed errors."""
+    async def infer_message(
+        self,
+        name: str,
+        version: str | None,
+        decode: Callable[[ServedModel], InferRequest],
+        encode: Callable[[InferResponse], T],
+    ) -> T:
+        """Decode, run and encode one request with an adapter's ``decode`` (given the model)
+        and ``encode``; record the decode and encode times. A decode failure is counted as a
+        failed request. Raises servekit's typed errors."""
         model = self.repository.get(name, version)
         start = time.perf_counter_ns()
         try:
-            request = self.decode(model, body, header_length)
+            request = decode(model)
         except ServekitError as exc:
             model.stats.record_failure(time.perf_counter_ns() - start, "OTHER")
             raise exc from None
         decoded = time.perf_counter_ns()
         response = await self.infer(name, version, request, model)
         encode_start = time.perf_counter_ns()
-        encoded = encode_response(response)
+        encoded = encode(response)
         model.stats.record_io(decoded - start, time.perf_counter_ns() - encode_start)
         return encoded
+
+    async def infer_body(
+        self, name: str, version: str | None, body: bytes, header_length: int | None
+    ) -> tuple[bytes, int | None]:
+        """Decode, run and encode one HTTP request body; return the response body and the
+        length of its JSON header (None when the body is all JSON). Raises servekit's typed
+        errors."""
+        return await self.infer_message(
+            name,
+            version,
+            lambda model: self.decode(model, body, header_length),
+            encode_response,
+        )
 
 
 def _model_stats(model: ServedModel) -> dict[str, Any]:

@@ -142,11 +142,26 @@ def decode_request(
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidArgumentError("'id' must be a string")
+    return assemble_request(
+        inputs, datatypes, request_id, _requested_outputs(doc.get("outputs")), params
+    )
+
+
+def assemble_request(
+    inputs: dict[str, np.ndarray],
+    datatypes: dict[str, str],
+    request_id: str | None,
+    outputs: list[RequestedOutput] | None,
+    params: dict[str, Any],
+) -> InferRequest:
+    """An :class:`InferRequest` from decoded inputs and the request-level ``params`` (every
+    front end's one reader of ``binary_data_output``, ``priority`` and ``timeout``). Raises
+    InvalidArgumentError for a parameter of the wrong type."""
     return InferRequest(
         inputs=inputs,
         datatypes=datatypes,
         id=request_id,
-        outputs=_requested_outputs(doc.get("outputs")),
+        outputs=outputs,
         binary_output=_flag(params, "binary_data_output", "request"),
         priority=_non_negative(params, "priority"),
         timeout_us=_non_negative(params, "timeout"),

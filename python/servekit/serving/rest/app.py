@@ -157,8 +157,7 @@ def create_app(plane: DataPlane, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
         registries.append(plane.repository.telemetry.registry)
 
     async def prometheus(_request: Request) -> Response:
-        models = [m for e in plane.repository.entries() for m in e.versions.values()]
-        return Response(metrics.render(models, registries), media_type=metrics.CONTENT_TYPE)
+        return Response(plane.metrics_text(registries), media_type=metrics.CONTENT_TYPE)
 
     app.router.routes.append(Route("/metrics", prometheus, methods=["GET"]))
 
@@ -222,23 +221,12 @@ def create_app(plane: DataPlane, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     @app.post("/v2/repository/index")
     async def repository_index(request: Request) -> Response:
         options = await _json_body(request, max_body_bytes)
-        rows = plane.repository_index()
-        if options.get("ready") is True:
-            rows = [r for r in rows if r["state"] == "READY"]
-        return _json(rows)
+        return _json(plane.repository_index(options.get("ready", False)))
 
     @app.post("/v2/repository/models/{model}/load")
     async def load(model: str, request: Request) -> Response:
         options = await _json_body(request, max_body_bytes)
-        parameters = options.get("parameters") or {}
-        if not isinstance(parameters, dict):
-            raise InvalidArgumentError("load 'parameters' must be a JSON object")
-        if any(key.startswith("file:") for key in parameters):
-            raise InvalidArgumentError("loading a model from file overrides is not supported")
-        config = parameters.get("config")
-        if config is not None and not isinstance(config, str):
-            raise InvalidArgumentError("load parameter 'config' must be a JSON string")
-        await plane.load(model, config)
+        await plane.load_with_parameters(model, options.get("parameters"))
         return Response(status_code=200)
 
     @app.post("/v2/repository/models/{model}/unload")
