@@ -23,6 +23,14 @@ def grpc_flags(command: F) -> F:
             help="Also serve KServe v2 gRPC on this port (0: any free port; default: off).",
         ),
         click.option(
+            "--grpc-restricted-protocol",
+            "grpc_restricted",
+            multiple=True,
+            metavar="API[,API...]:KEY=VALUE",
+            help="Serve the gRPC APIs only to calls with metadata KEY: VALUE (Triton's flag; "
+            "the APIs of --http-restricted-api); repeatable.",
+        ),
+        click.option(
             "--grpc-use-ssl", is_flag=True, help="gRPC over TLS (needs cert and key files)."
         ),
         click.option("--grpc-server-cert", type=_FILE, help="PEM certificate chain for TLS."),
@@ -40,7 +48,7 @@ def grpc_flags(command: F) -> F:
 
 
 def grpc_tls_given(flags: dict[str, Any]) -> bool:
-    """Whether any TLS flag was given."""
+    """Whether any TLS or restriction flag was given (they all need --grpc-port)."""
     return any(
         flags.get(k)
         for k in (
@@ -49,5 +57,6 @@ def grpc_tls_given(flags: dict[str, Any]) -> bool:
             "grpc_server_key",
             "grpc_root_cert",
             "grpc_use_ssl_mutual",
+            "grpc_restricted",
         )
     )

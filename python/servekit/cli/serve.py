@@ -12,11 +12,13 @@ from typing import Any
 import click
 
 from servekit.cli._grpc import grpc_flags, grpc_tls_given
+from servekit.serving.access import GROUP_NAMES, RestrictedApis
 from servekit.serving.codecs import DEFAULT_MAX_JSON_DEPTH
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.errors import DEFAULT_MAX_BODY_BYTES
 from servekit.serving.export import BatchingOptions
 from servekit.serving.grpc import GrpcFrontEnd, GrpcOptions
+from servekit.serving.inflight import DEFAULT_MAX_INFLIGHT
 from servekit.serving.registry_source import RegistrySource
 from servekit.serving.repository import ModelRepository, RunnerOptions
 from servekit.serving.rest.server import ServerOptions, bind, serve
@@ -124,6 +126,22 @@ from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
     show_default=True,
     help="Seconds in-flight requests get to finish at shutdown.",
 )
+# -- exposure: access control and limits (issue 11) ------------------------------------------
+@click.option(
+    "--http-restricted-api",
+    "restricted_apis",
+    multiple=True,
+    metavar="API[,API...]:KEY=VALUE",
+    help="Serve the APIs only to requests with header KEY: VALUE (Triton's flag); repeatable. "
+    f"APIs: {', '.join(GROUP_NAMES)}.",
+)
+@click.option(
+    "--max-inflight",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_INFLIGHT,
+    show_default=True,
+    help="Requests in flight at once (health and metrics excepted); past it: 503 at once.",
+)
 @grpc_flags
 def serve_command(
     model_repo: Path | None,
@@ -145,6 +163,8 @@ def serve_command(
     alert_webhook: str | None,
     telemetry_interval: float,
     drain_timeout: float,
+    restricted_apis: tuple[str, ...],
+    max_inflight: int,
     **grpc: Any,
 ) -> None:
     """Serve a model repository and/or registry models over the KServe v2 / Triton protocol.
@@ -173,6 +193,7 @@ def serve_command(
         raise click.UsageError("give --model-repo DIR, --model NAME@ALIAS, or both")
     if registry is not None and not models:
         raise click.UsageError("--registry needs at least one --model NAME@ALIAS")
+    restricted = RestrictedApis.parse(restricted_apis)
     options = ServerOptions(host, port, max_body_bytes, drain_timeout)
     runner_options = RunnerOptions(device=device, threads=threads)
     tel_flags = reference_profiles or alert_webhook or slo_p99_ms or drift_window_seconds
@@ -203,7 +224,12 @@ def serve_command(
     grpc_options = _grpc_options(grpc, host, max_body_bytes)
     sock = bind(host, port)
     try:
-        plane = DataPlane(repository, max_json_depth=max_json_depth)
+        plane = DataPlane(
+            repository,
+            max_json_depth=max_json_depth,
+            max_inflight=max_inflight,
+            restricted=restricted,
+        )
         asyncio.run(_main(plane, source, sock, options, poll_interval, grpc_options))
     finally:
         sock.close()
@@ -248,11 +274,12 @@ def _grpc_options(flags: dict[str, Any], host: str, max_body_bytes: int) -> Grpc
     """The gRPC front end's options from the --grpc-* flags; None without --grpc-port."""
     if flags["grpc_port"] is None:
         if grpc_tls_given(flags):
-            raise click.UsageError("--grpc-use-ssl and the TLS files need --grpc-port")
+            raise click.UsageError("the --grpc-* flags need --grpc-port")
         return None
     if flags["grpc_use_ssl_mutual"] and not flags["grpc_use_ssl"]:
         raise click.UsageError("--grpc-use-ssl-mutual needs --grpc-use-ssl")
-    if not flags["grpc_use_ssl"] and grpc_tls_given(flags):
+    tls_files = ("grpc_server_cert", "grpc_server_key", "grpc_root_cert")
+    if not flags["grpc_use_ssl"] and any(flags[k] for k in tls_files):
         raise click.UsageError("TLS files given without --grpc-use-ssl")
     return GrpcOptions(
         host=host,
@@ -263,4 +290,5 @@ def _grpc_options(flags: dict[str, Any], host: str, max_body_bytes: int) -> Grpc
         server_key=flags["grpc_server_key"],
         root_cert=flags["grpc_root_cert"],
         use_ssl_mutual=flags["grpc_use_ssl_mutual"],
+        restricted=RestrictedApis.parse(flags["grpc_restricted"], "--grpc-restricted-protocol"),
     )

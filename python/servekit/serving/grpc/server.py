@@ -11,6 +11,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2_grpc
 
 from servekit.errors import InvalidArgumentError, UnavailableError
+from servekit.serving.access import RestrictedApis
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.errors import DEFAULT_MAX_BODY_BYTES
 from servekit.serving.grpc.service import InferenceService
@@ -33,7 +34,8 @@ class GrpcOptions:
     root_cert: Path | None = None
     #: Require and check client certificates against ``root_cert``.
     use_ssl_mutual: bool = False
-    interceptors: list[grpc.aio.ServerInterceptor] = field(default_factory=list)
+    #: ``--grpc-restricted-protocol`` restrictions (metadata keys instead of headers).
+    restricted: RestrictedApis = field(default_factory=RestrictedApis)
 
 
 class GrpcFrontEnd:
@@ -44,7 +46,7 @@ class GrpcFrontEnd:
         self.plane = plane
         self.options = options
         self.port: int | None = None
-        self.service = InferenceService(plane)
+        self.service = InferenceService(plane, options.restricted)
         self.health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
 
@@ -57,7 +59,6 @@ class GrpcFrontEnd:
         """
         opts = self.options
         server = grpc.aio.server(
-            interceptors=opts.interceptors,
             options=[
                 ("grpc.max_receive_message_length", opts.max_message_bytes),
                 ("grpc.max_send_message_length", -1),

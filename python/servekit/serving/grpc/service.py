@@ -14,6 +14,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
 from servekit.errors import InvalidArgumentError, ServekitError, UnimplementedError
+from servekit.serving.access import ApiGroup, RestrictedApis, grpc_api_group, header_lookup
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.grpc import convert
 from servekit.serving.grpc.status import INTERNAL_MESSAGE, grpc_status
@@ -36,7 +37,9 @@ def _unary(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
     @functools.wraps(method)
     async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
         try:
-            return await method(self, request, context)
+            self.authorize(method.__name__, context)
+            with self.plane.admit(grpc_api_group(method.__name__)):
+                return await method(self, request, context)
         except ServekitError as exc:
             await context.abort(grpc_status(exc), str(exc))
         except Exception:
@@ -58,9 +61,17 @@ def _unimplemented(rpc: str) -> Handler[Any, Any]:
 class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
     """Every RPC of ``inference.GRPCInferenceService`` that tritonclient.grpc calls."""
 
-    def __init__(self, plane: DataPlane) -> None:
+    def __init__(self, plane: DataPlane, restricted: RestrictedApis | None = None) -> None:
         self.plane = plane
+        self.restricted = restricted or RestrictedApis()
         self._streams: set[asyncio.Queue[Any]] = set()
+
+    def authorize(self, rpc: str, context: grpc.aio.ServicerContext) -> None:
+        """Refuse (ForbiddenError) an RPC of a restricted group called without its metadata
+        key and value (``--grpc-restricted-protocol``, checked by the shared access module)."""
+        if self.restricted:
+            lookup = header_lookup(context.invocation_metadata() or ())
+            self.restricted.check(grpc_api_group(rpc), lookup)
 
     def begin_drain(self) -> None:
         """Ask every open stream to finish its in-flight requests and end with UNAVAILABLE."""
@@ -148,6 +159,10 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         """Triton's stream: requests run concurrently and each answers with a response or an
         ``error_message`` (a bad request fails alone; the stream goes on). At a drain, the
         requests already read finish and the stream ends with UNAVAILABLE."""
+        try:
+            self.authorize("ModelStreamInfer", context)
+        except ServekitError as exc:
+            await context.abort(grpc_status(exc), str(exc))
         queue: asyncio.Queue[Any] = asyncio.Queue()
         running: set[asyncio.Task[None]] = set()
         self._streams.add(queue)
@@ -191,7 +206,8 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def _stream_one(self, request: pb.ModelInferRequest, queue: asyncio.Queue[Any]) -> None:
         try:
-            response = await self._infer(request)
+            with self.plane.admit(ApiGroup.INFERENCE):
+                response = await self._infer(request)
             queue.put_nowait(pb.ModelStreamInferResponse(infer_response=response))
         except ServekitError as exc:
             queue.put_nowait(_stream_error(request, str(exc)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from servekit.errors import (
+    ForbiddenError,
     InvalidArgumentError,
     NotFoundError,
     UnavailableError,
@@ -17,12 +18,13 @@ INTERNAL_MESSAGE = "internal error (see the server log)"
 
 def grpc_status(exc: BaseException) -> grpc.StatusCode:
     """INVALID_ARGUMENT, NOT_FOUND (unknown model or version), UNAVAILABLE (not ready, queue
-    full, timeout, draining), UNIMPLEMENTED, INTERNAL for anything else."""
+    full, timeout, draining, and a restricted protocol without its key, as Triton),
+    UNIMPLEMENTED, INTERNAL for anything else."""
     if isinstance(exc, InvalidArgumentError):
         return grpc.StatusCode.INVALID_ARGUMENT
     if isinstance(exc, NotFoundError):
         return grpc.StatusCode.NOT_FOUND
-    if isinstance(exc, UnavailableError):
+    if isinstance(exc, UnavailableError | ForbiddenError):
         return grpc.StatusCode.UNAVAILABLE
     if isinstance(exc, UnimplementedError):
         return grpc.StatusCode.UNIMPLEMENTED
