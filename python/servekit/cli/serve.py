@@ -71,7 +71,11 @@ from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
     help="Intra-op threads per model instance; keep instances x threads within the cores.",
 )
 @click.option(
-    "--max-body-bytes", default=DEFAULT_MAX_BODY_BYTES, show_default=True, help="Body limit."
+    "--max-body-bytes",
+    "--http-max-input-size",
+    default=DEFAULT_MAX_BODY_BYTES,
+    show_default=True,
+    help="Body limit (HTTP bodies before and after decompression, gRPC messages).",
 )
 @click.option(
     "--max-json-depth", default=DEFAULT_MAX_JSON_DEPTH, show_default=True, help="JSON nesting."

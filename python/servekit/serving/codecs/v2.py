@@ -18,6 +18,7 @@ import numpy as np
 from servekit.errors import InvalidArgumentError
 from servekit.serving.codecs import json
 from servekit.serving.codecs.tensor import (
+    WIRE_DTYPES,
     check_datatype,
     check_shape,
     expected_byte_size,
@@ -28,8 +29,9 @@ from servekit.serving.codecs.tensor import (
 )
 from servekit.signature import datatype_of
 
-#: Default nesting limit of a request's JSON (a rank-8 nested ``data`` list needs about 11).
-DEFAULT_MAX_JSON_DEPTH = 32
+#: Default nesting limit of a request's JSON: Triton's (100; a rank-8 nested ``data`` list
+#: needs about 11).
+DEFAULT_MAX_JSON_DEPTH = 100
 
 
 @dataclass(slots=True)
@@ -174,29 +176,57 @@ def decode_raw_request(
 ) -> InferRequest:
     """Decode a raw binary request (header length 0) for a model's single input.
 
-    ``dims`` are the input's dimensions without the batch dimension when ``batched``; the batch
-    size is the body's length over the bytes of one row. Returns a request whose outputs all
-    come back as binary. Raises InvalidArgumentError for BYTES inputs, variable dimensions or a
-    body that is not a whole number of rows.
+    ``dims`` are the input's dimensions without the batch dimension when ``batched``. The
+    shape comes from the body's length: with fixed ``dims``, a batched input gets as many rows
+    as the body holds; with one variable dimension (-1), that dimension takes what the body
+    holds (batch size 1 when batched). A BYTES input is one element, the whole body (its dims
+    must allow one element). Returns a request whose outputs all come back as binary. Raises
+    InvalidArgumentError for more than one variable dimension, a BYTES input that needs more
+    than one element, or a body that does not divide into the shape.
     """
+    lead = (1,) if batched else ()
     if datatype == "BYTES":
-        raise InvalidArgumentError(f"a raw binary request cannot carry BYTES input '{name}'")
-    if any(d < 0 for d in dims):
-        raise InvalidArgumentError(
-            f"a raw binary request needs input '{name}' to have fixed dimensions, not {list(dims)}"
+        if any(d not in (1, -1) for d in dims):
+            raise InvalidArgumentError(
+                f"a raw binary request carries one BYTES element, but input '{name}' has "
+                f"dimensions {list(dims)}"
+            )
+        shape = (*lead, *(1 for _ in dims))
+        arr = np.empty(1, dtype=object)
+        arr[0] = bytes(body)
+        return InferRequest(
+            inputs={name: arr.reshape(shape)}, datatypes={name: datatype}, binary_output=True
         )
-    _, row_count = check_shape(name, datatype, list(dims))
-    row_bytes = expected_byte_size(datatype, row_count) or 0
-    if batched:
-        if row_bytes == 0 or len(body) % row_bytes:
+    variable = [i for i, d in enumerate(dims) if d < 0]
+    if len(variable) > 1:
+        raise InvalidArgumentError(
+            f"a raw binary request needs input '{name}' to have at most one variable "
+            f"dimension, not {list(dims)}"
+        )
+    fixed = [d for d in dims if d >= 0]
+    _, fixed_count = check_shape(name, datatype, fixed)
+    unit = expected_byte_size(datatype, fixed_count) or 0
+    if not variable and not batched:
+        shape = tuple(dims)
+        if len(body) != unit:
+            raise InvalidArgumentError(
+                f"input '{name}': {len(body)} bytes of binary data, but shape {list(shape)} of "
+                f"{datatype} needs {unit}"
+            )
+    else:
+        if unit == 0 or len(body) % unit:
+            what = "slices" if variable else "rows"
             raise InvalidArgumentError(
                 f"a raw binary request of {len(body)} bytes is not a whole number of "
-                f"{row_bytes}-byte rows of input '{name}'"
+                f"{unit}-byte {what} of input '{name}'"
             )
-        shape = (len(body) // row_bytes, *dims)
-    else:
-        shape = tuple(dims)
-    count = row_count * (shape[0] if batched else 1)
+        if variable:
+            filled = list(dims)
+            filled[variable[0]] = len(body) // unit
+            shape = (*lead, *filled)
+        else:
+            shape = (len(body) // unit, *dims)
+    count = len(body) // WIRE_DTYPES[datatype].itemsize
     arr = from_binary(name, datatype, shape, count, memoryview(body))
     return InferRequest(inputs={name: arr}, datatypes={name: datatype}, binary_output=True)
 

@@ -26,6 +26,7 @@ from servekit.serving import metrics
 from servekit.serving.access import header_lookup, http_api_group
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.errors import DEFAULT_MAX_BODY_BYTES, http_status
+from servekit.serving.rest import encoding
 
 log = logging.getLogger("servekit.serving")
 
@@ -45,11 +46,14 @@ def error_response(exc: BaseException) -> Response:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body; InvalidArgumentError when it is larger than ``limit`` bytes."""
+    """The request body, decompressed per its Content-Encoding; InvalidArgumentError when it
+    is larger than ``limit`` bytes (before or after decompression) or does not decompress."""
     declared = request.headers.get("content-length")
-    return await _receive_body(
+    body = await _receive_body(
         request.receive, None if declared is None else declared.encode(), limit
     )
+    coding = request.headers.get("content-encoding")
+    return encoding.decode_body(body, None if coding is None else coding.encode(), limit)
 
 
 Scope = MutableMapping[str, Any]
@@ -93,15 +97,20 @@ class InferFastPath:
     async def _infer(
         self, model: str, version: str | None, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        declared = header_length = None
+        declared = header_length = coding = accept = None
         for key, value in scope["headers"]:
             if key == b"content-length":
                 declared = value
             elif key == b"inference-header-content-length":
                 header_length = value
+            elif key == b"content-encoding":
+                coding = value
+            elif key == b"accept-encoding":
+                accept = value
         headers: list[tuple[bytes, bytes]]
         try:
             body = await _receive_body(receive, declared, self.max_body_bytes)
+            body = encoding.decode_body(body, coding, self.max_body_bytes)
             if header_length is not None and not header_length.isdigit():
                 raise InvalidArgumentError(
                     f"Inference-Header-Content-Length {header_length.decode(errors='replace')!r}"
@@ -118,6 +127,10 @@ class InferFastPath:
                     (b"content-type", b"application/octet-stream"),
                     (b"inference-header-content-length", str(json_length).encode()),
                 ]
+            reply = encoding.response_coding(accept)
+            if reply is not None and len(content) >= encoding.MIN_COMPRESS_BYTES:
+                content = encoding.encode_body(content, reply)
+                headers.append((b"content-encoding", reply.encode()))
         except Exception as exc:  # every failure becomes a JSON error response
             response = error_response(exc)
             status, content = response.status_code, bytes(response.body)
@@ -145,9 +158,7 @@ async def _receive_body(receive: Receive, declared: bytes | None, limit: int) ->
                 f"invalid Content-Length {declared.decode(errors='replace')!r}"
             )
         if int(declared) > limit:
-            raise InvalidArgumentError(
-                f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes"
-            )
+            raise encoding.too_large(int(declared), limit)
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -156,9 +167,7 @@ async def _receive_body(receive: Receive, declared: bytes | None, limit: int) ->
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise InvalidArgumentError(
-                f"request body of more than {size} bytes exceeds the limit of {limit} bytes"
-            )
+            raise encoding.too_large(f"more than {size - 1}", limit)
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
@@ -271,7 +280,9 @@ async def _json_body(request: Request, limit: int) -> dict[str, Any]:
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidArgumentError(f"malformed JSON: {exc}") from None
+        raise InvalidArgumentError(
+            f"failed to parse the request JSON buffer: {exc.msg} at {exc.pos}"
+        ) from None
     if not isinstance(value, dict):
         raise InvalidArgumentError("the request body must be a JSON object")
     return value
