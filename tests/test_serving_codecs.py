@@ -205,7 +205,14 @@ def _one(**entry) -> bytes:
         (json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1]}]}).encode(),
          "input 'x' has neither 'data' nor 'binary_data_size'"),
         (_one(parameters={"binary_data_size": 8}), "has both 'data' and 'binary_data_size'"),
-        (_one(parameters={"shared_memory_region": "r"}), "shared memory is not supported"),
+        (
+            _one(parameters={"shared_memory_region": "r"}),
+            "input 'x': 'shared_memory_byte_size' must be a non-negative integer",
+        ),
+        (
+            _one(parameters={"shared_memory_region": "r", "shared_memory_byte_size": 8}),
+            "input 'x' has both shared memory and data",
+        ),
         (json.dumps({"inputs": [json.loads(_one())["inputs"][0]] * 2}).encode(),
          "input 'x' appears more than once"),
         (json.dumps({"id": 3, **json.loads(_one())}).encode(), "'id' must be a string"),

@@ -443,6 +443,12 @@ def _with_outputs(*names):
     return request
 
 
+def _two_raw_contents():
+    request = _request()
+    request.raw_input_contents.append(b"")
+    return request
+
+
 BAD_REQUESTS = [
     ("unknown input", _request(name="bogus"), "unexpected inference input 'bogus' for model"),
     (
@@ -486,8 +492,8 @@ BAD_REQUESTS = [
     ("no inputs", pb.ModelInferRequest(model_name="digits"), "needs a non-empty 'inputs' list"),
     (
         "raw contents count",
-        pb.ModelInferRequest(model_name="digits", raw_input_contents=[b"", b""]),
-        "raw_input_contents holds 2 tensors, but the request has 0 inputs",
+        _two_raw_contents(),
+        "raw_input_contents holds 2 tensors, but the request has 1 inputs outside shared memory",
     ),
     (
         "bad priority",

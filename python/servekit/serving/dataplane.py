@@ -27,10 +27,12 @@ from servekit.serving.codecs import (
     decode_request,
     encode_response,
 )
+from servekit.serving.codecs.tensor import to_binary
 from servekit.serving.config import config_to_dict, parse_json_config, validate_config
 from servekit.serving.inflight import DEFAULT_MAX_INFLIGHT, InflightLimit
 from servekit.serving.model import ServedModel
 from servekit.serving.repository import ModelEntry, ModelRepository, close_entry
+from servekit.serving.shm import SharedMemoryRegistry
 
 T = TypeVar("T")
 
@@ -44,6 +46,7 @@ EXTENSIONS = [
     "schedule_policy",
     "statistics",
     "parameters",
+    "system_shared_memory",
 ]
 
 
@@ -64,6 +67,7 @@ class DataPlane:
         self.draining = False
         self.inflight = InflightLimit(max_inflight)
         self.restricted = restricted or RestrictedApis()
+        self.shared_memory = SharedMemoryRegistry()
         self._load_lock = asyncio.Lock()
 
     # -- admission: every front end calls these before serving a request --------------------
@@ -255,13 +259,22 @@ class DataPlane:
             batched = model.max_batch_size > 0
             dims = spec.shape[1:] if batched else spec.shape
             return decode_raw_request(body, spec.name, spec.datatype, dims, batched)
-        return decode_request(body, header_length, max_json_depth=self.max_json_depth)
+        return decode_request(
+            body, header_length, max_json_depth=self.max_json_depth, shm=self.shared_memory
+        )
 
     async def infer(
         self, name: str, version: str | None, request: InferRequest, model: ServedModel | None
     ) -> InferResponse:
-        """Run a decoded request; return the response with the requested outputs."""
+        """Run a decoded request; return the response with the requested outputs (those
+        asked in shared memory written to their regions, which are looked up before the model
+        runs: a region unregistered meanwhile still receives its output)."""
         model = model or self.repository.get(name, version)
+        targets = {
+            o.name: (self.shared_memory.get(o.shm[0]), o.shm[1], o.shm[2])
+            for o in request.outputs or ()
+            if o.shm is not None
+        }
         outputs = await model.infer(request)
         default = request.binary_output
         if request.outputs is None:
@@ -271,7 +284,33 @@ class DataPlane:
                 (o.name, outputs[o.name], default if o.binary is None else o.binary)
                 for o in request.outputs
             ]
-        return InferResponse(model.name, str(model.version), chosen, request.id)
+        response = InferResponse(model.name, str(model.version), chosen, request.id)
+        for out_name, (region, offset, size) in targets.items():
+            data = to_binary(outputs[out_name])
+            region.write(offset, size, data, f"output '{out_name}'")
+            params: dict[str, Any] = {
+                "shared_memory_region": region.name,
+                "shared_memory_byte_size": len(data),
+            }
+            if offset:
+                params["shared_memory_offset"] = offset
+            response.shared[out_name] = params
+        return response
+
+    # -- system shared memory -----------------------------------------------------------------
+
+    def shm_register(self, name: str, key: object, offset: object, byte_size: object) -> None:
+        """Register a system shared memory region (Triton's extension); InvalidArgumentError
+        as :meth:`SharedMemoryRegistry.register` says."""
+        self.shared_memory.register(name, key, offset, byte_size)
+
+    def shm_status(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Every region's status, or region ``name``'s (NotFoundError if unregistered)."""
+        return self.shared_memory.status(name)
+
+    def shm_unregister(self, name: str | None = None) -> None:
+        """Unregister region ``name`` (None: all); requests using it finish with it."""
+        self.shared_memory.unregister(name)
 
     async def infer_message(
         self,

@@ -27,6 +27,7 @@ from servekit.serving.codecs.tensor import (
     to_binary,
     to_json,
 )
+from servekit.serving.shm import SharedMemoryRegistry, shm_reference
 from servekit.signature import datatype_of
 
 #: Default nesting limit of a request's JSON: Triton's (100; a rank-8 nested ``data`` list
@@ -36,10 +37,12 @@ DEFAULT_MAX_JSON_DEPTH = 100
 
 @dataclass(slots=True)
 class RequestedOutput:
-    """An output the client asked for; ``binary`` None means the request's default."""
+    """An output the client asked for; ``binary`` None means the request's default; ``shm``
+    the ``(region, offset, byte_size)`` to write it to instead of the response."""
 
     name: str
     binary: bool | None = None
+    shm: tuple[str, int, int] | None = None
 
 
 @dataclass(slots=True)
@@ -64,10 +67,16 @@ class InferResponse:
     model_version: str
     outputs: list[tuple[str, np.ndarray, bool]]
     id: str | None = None
+    #: Outputs written to shared memory: their response parameters (no data is sent).
+    shared: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def decode_request(
-    body: bytes, header_length: int | None, *, max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    body: bytes,
+    header_length: int | None,
+    *,
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
+    shm: SharedMemoryRegistry | None = None,
 ) -> InferRequest:
     """Decode a v2 request body whose JSON header is ``header_length`` bytes (None: all of it).
 
@@ -86,8 +95,6 @@ def decode_request(
     if not isinstance(doc, dict):
         raise InvalidArgumentError("the inference request must be a JSON object")
     params = _parameters(doc.get("parameters"), "request")
-    if any(k.startswith("shared_memory") for k in params):
-        raise InvalidArgumentError("shared memory inputs are not supported")
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidArgumentError("the inference request needs a non-empty 'inputs' list")
@@ -107,10 +114,13 @@ def decode_request(
         datatype = check_datatype(name, raw.get("datatype"))
         shape, count = check_shape(name, datatype, raw.get("shape"))
         in_params = _parameters(raw.get("parameters"), f"input '{name}'")
-        if any(k.startswith("shared_memory") for k in in_params):
-            raise InvalidArgumentError(f"input '{name}': shared memory is not supported")
         size = in_params.get("binary_data_size")
-        if size is not None:
+        ref = shm_reference(in_params, f"input '{name}'")
+        if ref is not None:
+            if "data" in raw or size is not None:
+                raise InvalidArgumentError(f"input '{name}' has both shared memory and data")
+            inputs[name] = read_shared_input(shm, ref, name, datatype, shape, count)
+        elif size is not None:
             if "data" in raw:
                 raise InvalidArgumentError(f"input '{name}' has both 'data' and 'binary_data_size'")
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -247,7 +257,9 @@ def encode_response(response: InferResponse) -> tuple[bytes, int | None]:
             "datatype": datatype_of(arr.dtype),
             "shape": list(arr.shape),
         }
-        if binary:
+        if name in response.shared:
+            entry["parameters"] = response.shared[name]
+        elif binary:
             raw = to_binary(arr)
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
@@ -296,12 +308,35 @@ def _requested_outputs(value: object) -> list[RequestedOutput] | None:
             raise InvalidArgumentError("each entry of 'outputs' must be an object with a 'name'")
         name = raw["name"]
         params = _parameters(raw.get("parameters"), f"output '{name}'")
-        if any(k.startswith("shared_memory") for k in params):
-            raise InvalidArgumentError(f"output '{name}': shared memory is not supported")
+        ref = shm_reference(params, f"output '{name}'")
         binary = params.get("binary_data")
         if binary is not None and not isinstance(binary, bool):
             raise InvalidArgumentError(f"output '{name}' parameter 'binary_data' must be a bool")
         if params.get("classification"):
             raise InvalidArgumentError(f"output '{name}': classification is not supported")
-        requested.append(RequestedOutput(name, binary))
+        requested.append(RequestedOutput(name, binary, ref))
     return requested
+
+
+def read_shared_input(
+    shm: SharedMemoryRegistry | None,
+    ref: tuple[str, int, int],
+    name: str,
+    datatype: str,
+    shape: tuple[int, ...],
+    count: int,
+) -> np.ndarray:
+    """Input ``name`` read (copied) from the shared memory ``ref`` names. InvalidArgumentError
+    for an unknown region, a span outside it, or a size that does not match the shape."""
+    if shm is None:
+        raise InvalidArgumentError(f"input '{name}': shared memory is not available here")
+    region, offset, size = ref
+    what = f"input '{name}'"
+    expected = expected_byte_size(datatype, count)
+    if expected is not None and size != expected:
+        raise InvalidArgumentError(
+            f"{what}: shared_memory_byte_size {size}, but shape {list(shape)} of {datatype} "
+            f"needs {expected} bytes"
+        )
+    data = shm.get(region).read(offset, size, what)
+    return from_binary(name, datatype, shape, count, memoryview(data))

@@ -27,6 +27,8 @@ from servekit.serving.codecs.tensor import (
     from_json,
     to_binary,
 )
+from servekit.serving.codecs.v2 import read_shared_input
+from servekit.serving.shm import SharedMemoryRegistry, shm_reference
 from servekit.signature import datatype_of
 
 #: The ``InferTensorContents`` field of each datatype (FP16 and BF16 have none: raw only).
@@ -58,21 +60,27 @@ def parameters_dict(params: Any) -> dict[str, Any]:
     return {key: parameter_value(value) for key, value in params.items()}
 
 
-def decode_infer_request(msg: pb.ModelInferRequest) -> InferRequest:
+def decode_infer_request(
+    msg: pb.ModelInferRequest, shm: SharedMemoryRegistry | None = None
+) -> InferRequest:
     """Decode a ``ModelInferRequest``; fixed-size raw tensors are read-only views of the
-    message's bytes. Raises InvalidArgumentError with the HTTP codec's wording for the same
-    fault, and for raw contents that do not match the inputs one to one."""
-    raw = msg.raw_input_contents
-    if raw and len(raw) != len(msg.inputs):
-        raise InvalidArgumentError(
-            f"raw_input_contents holds {len(raw)} tensors, but the request has "
-            f"{len(msg.inputs)} inputs"
-        )
+    message's bytes, shared-memory inputs are read from ``shm``. Raises InvalidArgumentError
+    with the HTTP codec's wording for the same fault, and for raw contents that do not match
+    the inputs outside shared memory one to one."""
     if not msg.inputs:
         raise InvalidArgumentError("the inference request needs a non-empty 'inputs' list")
+    refs = [shm_reference(parameters_dict(t.parameters), f"input '{t.name}'") for t in msg.inputs]
+    raw = msg.raw_input_contents
+    carried = sum(ref is None for ref in refs)
+    if raw and len(raw) != carried:
+        raise InvalidArgumentError(
+            f"raw_input_contents holds {len(raw)} tensors, but the request has {carried} "
+            "inputs outside shared memory"
+        )
     inputs: dict[str, np.ndarray] = {}
     datatypes: dict[str, str] = {}
-    for i, tensor in enumerate(msg.inputs):
+    raw_index = 0
+    for tensor, ref in zip(msg.inputs, refs, strict=True):
         name = tensor.name
         if not name:
             raise InvalidArgumentError("an input has no 'name'")
@@ -80,16 +88,19 @@ def decode_infer_request(msg: pb.ModelInferRequest) -> InferRequest:
             raise InvalidArgumentError(f"input '{name}' already exists in request")
         datatype = check_datatype(name, tensor.datatype)
         shape, count = check_shape(name, datatype, list(tensor.shape))
-        params = parameters_dict(tensor.parameters)
-        if any(k.startswith("shared_memory") for k in params):
-            raise InvalidArgumentError(f"input '{name}': shared memory is not supported")
         field = CONTENTS_FIELD.get(datatype)
-        if raw:
+        if ref is not None:
+            if _any_contents(tensor):
+                raise InvalidArgumentError(f"input '{name}' has both shared memory and data")
+            inputs[name] = read_shared_input(shm, ref, name, datatype, shape, count)
+        elif raw:
             if _any_contents(tensor):
                 raise InvalidArgumentError(
                     f"input '{name}' has both 'contents' and raw_input_contents"
                 )
-            inputs[name] = from_binary(name, datatype, shape, count, memoryview(raw[i]))
+            data = memoryview(raw[raw_index])
+            raw_index += 1
+            inputs[name] = from_binary(name, datatype, shape, count, data)
         elif field is None:
             raise InvalidArgumentError(
                 f"input '{name}': {datatype} data must be sent in raw_input_contents"
@@ -99,13 +110,15 @@ def decode_infer_request(msg: pb.ModelInferRequest) -> InferRequest:
             values = list(getattr(tensor.contents, field))
             inputs[name] = from_json(name, datatype, shape, count, values)
         datatypes[name] = datatype
-    outputs = [RequestedOutput(out.name, None) for out in msg.outputs] if msg.outputs else None
-    for out in msg.outputs:
-        oparams = parameters_dict(out.parameters)
-        if any(k.startswith("shared_memory") for k in oparams):
-            raise InvalidArgumentError(f"output '{out.name}': shared memory is not supported")
-        if oparams.get("classification"):
-            raise InvalidArgumentError(f"output '{out.name}': classification is not supported")
+    outputs = None
+    if msg.outputs:
+        outputs = []
+        for out in msg.outputs:
+            oparams = parameters_dict(out.parameters)
+            if oparams.get("classification"):
+                raise InvalidArgumentError(f"output '{out.name}': classification is not supported")
+            ref = shm_reference(oparams, f"output '{out.name}'")
+            outputs.append(RequestedOutput(out.name, None, ref))
     return assemble_request(
         inputs, datatypes, msg.id or None, outputs, parameters_dict(msg.parameters)
     )
@@ -135,8 +148,28 @@ def encode_infer_response(response: InferResponse) -> pb.ModelInferResponse:
         out.name = name
         out.datatype = datatype_of(arr.dtype)
         out.shape.extend(arr.shape)
-        msg.raw_output_contents.append(to_binary(arr))
+        shared = response.shared.get(name)
+        if shared is None:
+            msg.raw_output_contents.append(to_binary(arr))
+            continue
+        # In shared memory: parameters say where, and an empty entry keeps the raw contents
+        # aligned with the outputs (tritonclient indexes them by output position).
+        out.parameters["shared_memory_region"].string_param = shared["shared_memory_region"]
+        out.parameters["shared_memory_byte_size"].int64_param = shared["shared_memory_byte_size"]
+        if "shared_memory_offset" in shared:
+            out.parameters["shared_memory_offset"].int64_param = shared["shared_memory_offset"]
+        msg.raw_output_contents.append(b"")
     return msg
+
+
+def shm_status_message(rows: list[dict[str, Any]]) -> pb.SystemSharedMemoryStatusResponse:
+    """The data plane's shared memory status as a ``SystemSharedMemoryStatusResponse``."""
+    response = pb.SystemSharedMemoryStatusResponse()
+    for row in rows:
+        status = response.regions[row["name"]]
+        status.name, status.key = row["name"], row["key"]
+        status.offset, status.byte_size = row["offset"], row["byte_size"]
+    return response
 
 
 def metadata_message(meta: dict[str, Any]) -> pb.ModelMetadataResponse:

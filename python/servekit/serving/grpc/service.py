@@ -149,7 +149,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         return await self.plane.infer_message(
             request.model_name,
             request.model_version or None,
-            lambda _model: convert.decode_infer_request(request),
+            lambda _model: convert.decode_infer_request(request, self.plane.shared_memory),
             convert.encode_infer_response,
         )
 
@@ -215,14 +215,27 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
             log.exception("gRPC ModelStreamInfer request failed")
             queue.put_nowait(_stream_error(request, INTERNAL_MESSAGE))
 
+    # -- system shared memory -----------------------------------------------------------------
+
+    @_unary
+    async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        self.plane.shm_register(request.name, request.key, request.offset, request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    @_unary
+    async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:
+        return convert.shm_status_message(self.plane.shm_status(request.name or None))
+
+    @_unary
+    async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        self.plane.shm_unregister(request.name or None)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
     # -- not implemented --------------------------------------------------------------------
 
     CudaSharedMemoryRegister = _unimplemented("CudaSharedMemoryRegister")
     CudaSharedMemoryStatus = _unimplemented("CudaSharedMemoryStatus")
     CudaSharedMemoryUnregister = _unimplemented("CudaSharedMemoryUnregister")
-    SystemSharedMemoryRegister = _unimplemented("SystemSharedMemoryRegister")
-    SystemSharedMemoryStatus = _unimplemented("SystemSharedMemoryStatus")
-    SystemSharedMemoryUnregister = _unimplemented("SystemSharedMemoryUnregister")
     TraceSetting = _unimplemented("TraceSetting")
     LogSettings = _unimplemented("LogSettings")
 

@@ -253,6 +253,34 @@ def create_app(plane: DataPlane, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     async def version_config(model: str, version: str) -> Response:
         return _json(plane.model_config(model, version))
 
+    @app.get("/v2/systemsharedmemory/status")
+    async def shm_status() -> Response:
+        return _json(plane.shm_status())
+
+    @app.get("/v2/systemsharedmemory/region/{name}/status")
+    async def shm_region_status(name: str) -> Response:
+        return _json(plane.shm_status(name))
+
+    @app.post("/v2/systemsharedmemory/region/{name}/register")
+    async def shm_register(name: str, request: Request) -> Response:
+        options = await _json_body(request, max_body_bytes)
+        plane.shm_register(
+            name, options.get("key"), options.get("offset", 0), options.get("byte_size")
+        )
+        return Response(status_code=200)
+
+    @app.post("/v2/systemsharedmemory/unregister")
+    async def shm_unregister_all(request: Request) -> Response:
+        await _json_body(request, max_body_bytes)
+        plane.shm_unregister()
+        return Response(status_code=200)
+
+    @app.post("/v2/systemsharedmemory/region/{name}/unregister")
+    async def shm_unregister(name: str, request: Request) -> Response:
+        await _json_body(request, max_body_bytes)
+        plane.shm_unregister(name)
+        return Response(status_code=200)
+
     @app.post("/v2/repository/index")
     async def repository_index(request: Request) -> Response:
         options = await _json_body(request, max_body_bytes)
