@@ -106,6 +106,10 @@ def test_status_register_and_unregister(http, grpc_c, regions):
         grpc_c.get_system_shared_memory_status(name)
     assert info.value.status() == "StatusCode.NOT_FOUND"
     assert "system_shared_memory" in http.get_server_metadata()["extensions"]
+    with pytest.raises(InferenceServerException) as info:
+        http.get_cuda_shared_memory_status()
+    assert info.value.status() == "400"
+    assert "servekit does not implement CUDA shared memory" in info.value.message()
 
 
 def test_bad_registrations(http, grpc_c, regions):

@@ -1,4 +1,5 @@
-"""``servekit serve``: the KServe v2 / Triton HTTP server over a model repository."""
+"""``servekit serve``: the KServe v2 / Triton HTTP (and, with --grpc-port, gRPC) server over a
+model repository."""
 
 from __future__ import annotations
 

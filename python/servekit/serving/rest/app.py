@@ -21,7 +21,7 @@ from fastapi.responses import Response
 from prometheus_client import REGISTRY
 from starlette.routing import Route
 
-from servekit.errors import InvalidArgumentError, ServekitError
+from servekit.errors import InvalidArgumentError, ServekitError, UnimplementedError
 from servekit.serving import metrics
 from servekit.serving.access import header_lookup, http_api_group
 from servekit.serving.dataplane import DataPlane
@@ -280,6 +280,10 @@ def create_app(plane: DataPlane, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
         await _json_body(request, max_body_bytes)
         plane.shm_unregister(name)
         return Response(status_code=200)
+
+    @app.api_route("/v2/cudasharedmemory/{rest:path}", methods=["GET", "POST"])
+    async def cuda_shm(rest: str) -> Response:
+        raise UnimplementedError("servekit does not implement CUDA shared memory")
 
     @app.post("/v2/repository/index")
     async def repository_index(request: Request) -> Response:
