@@ -93,7 +93,7 @@ class DataPlane:
     # -- health and metadata ----------------------------------------------------------------
 
     def live(self) -> bool:
-        """True while the process serves HTTP."""
+        """True while the process serves (HTTP and gRPC)."""
         return True
 
     def ready(self) -> bool:
