@@ -8,6 +8,13 @@ Each server runs in its own process; ``wrk`` (Debian package ``wrk``) drives it 
 process with a closed loop of 1, 8 and 64 connections (one request in flight each), posting
 one-row KServe v2 requests (binary and JSON for servekit, JSON for the naive endpoint, which only
 speaks JSON; a peer gets binary requests when it answers them, else JSON, marked in the table).
+servekit's gRPC front end (``--grpc-port``) gets the same closed loop from ``h2load`` (Debian
+package ``nghttp2-client``) posting one pre-serialized raw ``ModelInfer`` message per request
+over 1, 8 and 64 HTTP/2 connections: like wrk it is a C client, so client cost does not favour
+either protocol on a machine whose cores the client shares with the server (a Python gRPC
+client would cost several times the server's own work per request). h2load sees only HTTP
+status 200; gRPC-level failures are counted from the server's statistics before and after.
+Without h2load the gRPC rows are reported as not measured.
 A tritonclient correctness check against in-process ONNX Runtime runs first for every server
 but the naive one. A peer that is missing, fails to start in time or answers wrongly is reported
 with the reason and left out; the rest of the run goes on.
@@ -294,6 +301,67 @@ def wrk(
     return result
 
 
+def grpc_body(x: np.ndarray, model: str, tmp: Path) -> Path:
+    """One gRPC length-prefixed ``ModelInferRequest`` (raw_input_contents) for h2load."""
+    import struct
+
+    from tritonclient.grpc import service_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name=model)
+    request.inputs.add(name="input", datatype="FP32", shape=list(x.shape))
+    request.raw_input_contents.append(x.tobytes())
+    message = request.SerializeToString()
+    path = tmp / f"{model}.grpc"
+    path.write_bytes(b"\x00" + struct.pack(">I", len(message)) + message)
+    return path
+
+
+def grpc_failures(port: int, model: str) -> tuple[int, int]:
+    """(success, fail) request counts of ``model`` from the server's gRPC statistics."""
+    import tritonclient.grpc as grpcclient
+
+    with grpcclient.InferenceServerClient(f"127.0.0.1:{port}") as client:
+        stats = client.get_inference_statistics(model).model_stats[0].inference_stats
+        return stats.success.count, stats.fail.count
+
+
+def h2load(port: int, model: str, body: Path, conns: int, duration: float, tmp: Path) -> dict:
+    """h2load's closed loop of ``conns`` HTTP/2 connections (one gRPC call in flight each)
+    posting ``body`` to ModelInfer; returns the fields ``wrk`` returns."""
+    log = tmp / "h2load.log"
+    log.unlink(missing_ok=True)
+    before = grpc_failures(port, model)
+    seconds = max(1, round(duration))
+    proc = subprocess.run(
+        [
+            *("h2load", "-t1", f"-c{conns}", "-m1", "-D", str(seconds), "-d", str(body)),
+            *("-H", "content-type: application/grpc", "-H", "te: trailers"),
+            *("--log-file", str(log)),
+            f"http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelInfer",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+    )
+    if proc.returncode != 0 or not log.exists():
+        raise RuntimeError(f"h2load failed: {proc.stdout[-500:]}\n{proc.stderr[-500:]}")
+    fields = [line.split("\t") for line in log.read_text().splitlines() if line]
+    latencies = np.array([int(f[2]) for f in fields], dtype=np.float64)
+    non2xx = sum(f[1] != "200" for f in fields)
+    after = grpc_failures(port, model)
+    p50, p90, p99 = np.percentile(latencies, [50, 90, 99]) if latencies.size else (0, 0, 0)
+    return {
+        "requests": len(fields),
+        "duration_us": seconds * 1_000_000,
+        "errors": after[1] - before[1],
+        "non2xx": non2xx,
+        "p50_us": int(p50),
+        "p90_us": int(p90),
+        "p99_us": int(p99),
+        "rps": len(fields) / seconds,
+    }
+
+
 def correctness_check(
     port: int, model_file: Path, model: str, x: np.ndarray, require_binary: bool = True
 ) -> str | None:
@@ -427,6 +495,8 @@ def main() -> None:
     duration = args.duration or (3.0 if args.quick else 10.0)
     if shutil.which("wrk") is None:
         sys.exit("bench_serving: needs wrk (Debian/Ubuntu: apt-get install wrk)")
+    if shutil.which("h2load") is None:
+        print("servekit gRPC: not measured: needs h2load (apt-get install nghttp2-client)")
     # SIGTERM unwinds like Ctrl-C, so every started server is stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     env = dict(
@@ -451,8 +521,9 @@ def main() -> None:
         naive_file.write_text(textwrap.dedent(NAIVE_SERVER))
         for model, model_file in models.items():
             bodies = request_bodies(x, tmp, model)
+            bodies["grpc"] = (grpc_body(x, model, tmp), {})
             limits[model] = in_process_limit(model_file, duration)
-            port = free_port()
+            port, grpc_port = free_port(), free_port()
             servers = [
                 {
                     "name": "servekit",
@@ -460,7 +531,9 @@ def main() -> None:
                         sys.executable,
                         *("-m", "servekit", "serve", "--model-repo", str(tmp / "repo")),
                         *("--threads", str(args.threads), "--port", str(port)),
+                        *("--grpc-port", str(grpc_port)),
                     ],
+                    "grpc_port": grpc_port,
                 },
                 {
                     "name": "naive FastAPI+ORT",
@@ -543,7 +616,8 @@ def run_server(
             if name == "servekit":
                 correctness_check(port, model_file, model, x)
         if name == "servekit":
-            encodings = ("binary", "json")
+            grpc = ("grpc",) if shutil.which("h2load") else ()
+            encodings = ("binary", "json", *grpc)
         elif not peer or binary_failure:
             encodings = ("json",)
         else:
@@ -553,7 +627,10 @@ def run_server(
         for encoding in encodings:
             body, headers = bodies[encoding]
             for conns in CONCURRENCY:
-                r = wrk(port, model, body, headers, conns, duration, tmp)
+                if encoding == "grpc":
+                    r = h2load(server["grpc_port"], model, body, conns, duration, tmp)
+                else:
+                    r = wrk(port, model, body, headers, conns, duration, tmp)
                 rows.append(
                     {
                         "model": model,
@@ -648,6 +725,14 @@ def print_table(rows: list[dict], limits: dict[str, dict], skipped: dict[str, st
     for model in ("digits", "heavy"):
         ratio = p50(model, "servekit", "binary") / p50(model, naive, "json")
         print(f"  {model} c=1 p50: {ratio:.2f}x naive (goal <= 1.1)")
+    for model in ("digits", "heavy"):
+        if np.isnan(rps(model, "servekit", "grpc", 64)):
+            print(f"  {model}: gRPC not measured (goals: c=64 >= HTTP binary, c=1 p50 <= it)")
+            continue
+        ratio = rps(model, "servekit", "grpc", 64) / rps(model, "servekit", "binary", 64)
+        print(f"  {model} c=64: gRPC {ratio:.2f}x HTTP binary throughput (goal >= 1)")
+        ratio = p50(model, "servekit", "grpc") / p50(model, "servekit", "binary")
+        print(f"  {model} c=1 p50: gRPC {ratio:.2f}x HTTP binary (goal <= 1)")
     print("Peers without a goal (servekit binary at c=64 over the peer):")
     for model in ("digits", "heavy"):
         for peer in (PYTRITON, MLSERVER):

@@ -117,6 +117,8 @@ class ServerProcess:
     proc: subprocess.Popen[str]
     url: str
     stderr_lines: queue.Queue[str]
+    #: ``127.0.0.1:PORT`` of the gRPC front end ("" without --grpc-port).
+    grpc_url: str = ""
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         """Send ``sig`` and wait (bounded) for the exit status."""
@@ -136,7 +138,8 @@ class ServerProcess:
         return "".join(lines)
 
 
-_LISTENING = "servekit: serving on http://"
+_LISTENING = ("servekit: serving on http://", "servekit: serving on https://")
+_GRPC_LISTENING = "servekit: serving gRPC on "
 
 
 def _pump(stream: object, sink: queue.Queue[str]) -> None:
@@ -165,6 +168,7 @@ def start_server(
     threading.Thread(target=_pump, args=(proc.stdout, out), daemon=True).start()
     threading.Thread(target=_pump, args=(proc.stderr, err), daemon=True).start()
     deadline = time.monotonic() + timeout
+    grpc_url = ""
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0 or proc.poll() is not None:
@@ -176,9 +180,11 @@ def start_server(
             line = out.get(timeout=min(remaining, 0.5))
         except queue.Empty:
             continue
-        for prefix in ("servekit: serving on http://", "servekit: serving on https://"):
+        if line.startswith(_GRPC_LISTENING):
+            grpc_url = line.strip().split("://", 1)[1]
+        for prefix in _LISTENING:
             if line.startswith(prefix):
-                return ServerProcess(proc, line.strip().removeprefix(prefix), err)
+                return ServerProcess(proc, line.strip().removeprefix(prefix), err, grpc_url)
 
 
 def slow_model(iterations: int) -> onnx.ModelProto:

@@ -140,10 +140,24 @@ def test_raw_binary_request():
     assert unbatched.inputs["x"].shape == (2, 4)
     with pytest.raises(InvalidArgumentError, match="not a whole number of 16-byte rows"):
         decode_raw_request(b"\x00" * 20, "x", "FP32", (4,), batched=True)
-    with pytest.raises(InvalidArgumentError, match="cannot carry BYTES input 'x'"):
+    with pytest.raises(InvalidArgumentError, match="one BYTES element, but input 'x' has"):
         decode_raw_request(b"", "x", "BYTES", (4,), batched=True)
-    with pytest.raises(InvalidArgumentError, match="fixed dimensions, not \\[-1\\]"):
-        decode_raw_request(b"", "x", "FP32", (-1,), batched=True)
+    with pytest.raises(InvalidArgumentError, match="at most one variable dimension, not"):
+        decode_raw_request(b"", "x", "FP32", (-1, -1), batched=False)
+    with pytest.raises(InvalidArgumentError, match="not a whole number of 8-byte slices"):
+        decode_raw_request(b"\x00" * 20, "x", "FP32", (2, -1), batched=False)
+
+
+def test_raw_binary_request_with_a_variable_dimension_and_bytes():
+    arr = np.arange(12, dtype=np.float32)
+    batched = decode_raw_request(arr.tobytes(), "x", "FP32", (-1,), batched=True)
+    np.testing.assert_array_equal(batched.inputs["x"], arr.reshape(1, 12))
+    unbatched = decode_raw_request(arr.tobytes(), "x", "FP32", (3, -1), batched=False)
+    np.testing.assert_array_equal(unbatched.inputs["x"], arr.reshape(3, 4))
+    text = decode_raw_request(b"raw \x00 bytes", "s", "BYTES", (1,), batched=False)
+    assert text.inputs["s"].shape == (1,) and text.inputs["s"][0] == b"raw \x00 bytes"
+    rows = decode_raw_request(b"abc", "s", "BYTES", (-1,), batched=True)
+    assert rows.inputs["s"].shape == (1, 1) and rows.inputs["s"][0, 0] == b"abc"
     with pytest.raises(InvalidArgumentError, match="20 bytes of binary data, but shape"):
         decode_raw_request(b"\x00" * 20, "x", "FP32", (2, 4), batched=False)
 
@@ -157,7 +171,7 @@ def test_nesting_depth_ignores_brackets_in_strings():
     assert loads(b"[[[1]]]", 3) == [[[1]]]
     with pytest.raises(InvalidArgumentError, match="JSON nesting depth 4 exceeds the limit of 3"):
         loads(b"[[[[1]]]]", 3)
-    with pytest.raises(InvalidArgumentError, match="malformed JSON"):
+    with pytest.raises(InvalidArgumentError, match="failed to parse the request JSON buffer: "):
         loads(b"[1,", 3)
 
 
@@ -191,7 +205,14 @@ def _one(**entry) -> bytes:
         (json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1]}]}).encode(),
          "input 'x' has neither 'data' nor 'binary_data_size'"),
         (_one(parameters={"binary_data_size": 8}), "has both 'data' and 'binary_data_size'"),
-        (_one(parameters={"shared_memory_region": "r"}), "shared memory is not supported"),
+        (
+            _one(parameters={"shared_memory_region": "r"}),
+            "input 'x': 'shared_memory_byte_size' must be a non-negative integer",
+        ),
+        (
+            _one(parameters={"shared_memory_region": "r", "shared_memory_byte_size": 8}),
+            "input 'x' has both shared memory and data",
+        ),
         (json.dumps({"inputs": [json.loads(_one())["inputs"][0]] * 2}).encode(),
          "input 'x' appears more than once"),
         (json.dumps({"id": 3, **json.loads(_one())}).encode(), "'id' must be a string"),

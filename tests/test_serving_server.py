@@ -316,13 +316,19 @@ def _digits_input(**overrides) -> dict:
 
 
 BAD_REQUESTS = [
-    ("malformed JSON", b'{"inputs": [', None, 400, "malformed JSON"),
     (
-        "deep nesting",
-        b'{"inputs": ' + b"[" * 40 + b"]" * 40 + b"}",
+        "malformed JSON",
+        b'{"inputs": [',
         None,
         400,
-        "JSON nesting depth 41 exceeds the limit of 32",
+        "failed to parse the request JSON buffer: unexpected end of data at 12",
+    ),
+    (
+        "deep nesting",
+        b'{"inputs": ' + b"[" * 110 + b"]" * 110 + b"}",
+        None,
+        400,
+        "JSON nesting depth 111 exceeds the limit of 100",
     ),
     (
         "unknown input",
@@ -499,7 +505,10 @@ def test_body_over_the_limit(server, client, digits):
     body = b"{" + b" " * (BODY_LIMIT + 10) + b"}"
     status, error = post_error(server, "/v2/models/digits/infer", body)
     assert status == 400
-    assert f"request body of {len(body)} bytes exceeds the limit of {BODY_LIMIT} bytes" in error
+    assert error == (
+        f"Request JSON size of {len(body)} bytes exceeds the maximum allowed value of "
+        f"{BODY_LIMIT} bytes. Use --http-max-input-size to increase the limit."
+    )
     assert infer_digits(client, digits[0][:1]).as_numpy("label").shape == (1, 1)
 
 
@@ -507,7 +516,7 @@ def test_body_over_the_limit_on_a_control_route(server, client):
     body = b"{" + b" " * (BODY_LIMIT + 10) + b"}"
     status, error = post_error(server, "/v2/repository/index", body)
     assert status == 400
-    assert f"request body of {len(body)} bytes exceeds the limit of {BODY_LIMIT} bytes" in error
+    assert f"Request JSON size of {len(body)} bytes exceeds the maximum allowed value" in error
     assert client.get_model_repository_index()
 
 

@@ -19,6 +19,11 @@ from servekit._core import (
 )
 
 
+class UnimplementedError(ServekitError):
+    """The request asks for a protocol feature servekit does not implement (Triton's
+    UNSUPPORTED: HTTP 400, gRPC UNIMPLEMENTED); the message names it."""
+
+
 class ForbiddenError(ServekitError):
     """The request is for a restricted API and lacks the header that opens it (HTTP 403,
     gRPC UNAVAILABLE, as Triton); the message names the header expected."""
@@ -56,5 +61,6 @@ __all__ = [
     "ServekitError",
     "StorageError",
     "UnavailableError",
+    "UnimplementedError",
     "UnsupportedModelError",
 ]

@@ -1,4 +1,5 @@
-"""``servekit serve``: the KServe v2 / Triton HTTP server over a model repository."""
+"""``servekit serve``: the KServe v2 / Triton HTTP (and, with --grpc-port, gRPC) server over a
+model repository."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import logging
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from click.core import ParameterSource
 
+from servekit.cli._grpc import grpc_flags, grpc_tls_given
 from servekit.cli.serve_env import (
     REGISTRY_ENVVARS,
     check_registry_env,
@@ -29,6 +32,7 @@ from servekit.serving.control import (
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.errors import DEFAULT_MAX_BODY_BYTES
 from servekit.serving.export import BatchingOptions
+from servekit.serving.grpc import GrpcFrontEnd, GrpcOptions
 from servekit.serving.inflight import DEFAULT_MAX_INFLIGHT
 from servekit.serving.registry_source import RegistrySource
 from servekit.serving.repository import ModelRepository, RunnerOptions
@@ -102,7 +106,11 @@ from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
     help="Intra-op threads per model instance; keep instances x threads within the cores.",
 )
 @click.option(
-    "--max-body-bytes", default=DEFAULT_MAX_BODY_BYTES, show_default=True, help="Body limit."
+    "--max-body-bytes",
+    "--http-max-input-size",
+    default=DEFAULT_MAX_BODY_BYTES,
+    show_default=True,
+    help="Body limit (HTTP bodies before and after decompression, gRPC messages).",
 )
 @click.option(
     "--max-json-depth", default=DEFAULT_MAX_JSON_DEPTH, show_default=True, help="JSON nesting."
@@ -239,6 +247,7 @@ from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
     show_default=True,
     help="Seconds an idle keep-alive connection stays open between requests.",
 )
+@grpc_flags
 def serve_command(
     model_repo: Path | None,
     registry: Path | None,
@@ -272,6 +281,7 @@ def serve_command(
     http_header_timeout: float,
     http_body_timeout: float,
     http_keep_alive_timeout: float,
+    **grpc: Any,
 ) -> None:
     """Serve a model repository and/or registry models over the KServe v2 / Triton protocol.
 
@@ -291,6 +301,8 @@ def serve_command(
 
     Every option may also come from an environment variable SERVEKIT_<OPTION> (SERVEKIT_PORT,
     SERVEKIT_MODEL="a@production b:2", SERVEKIT_TELEMETRY=false, ...); a flag wins.
+    --grpc-port P also serves Triton's KServe v2 gRPC service (and grpc.health.v1) over the
+    same models, batchers and statistics, with the same limits.
     """
     logging.basicConfig(
         level=logging.INFO, format="servekit: %(levelname)s %(message)s", stream=sys.stderr
@@ -353,6 +365,7 @@ def serve_command(
         )
         if exit_on_error:
             verify_models(source)
+    grpc_options = _grpc_options(grpc, host, max_body_bytes)
     sock = bind(host, port)
     try:
         plane = DataPlane(
@@ -365,7 +378,15 @@ def serve_command(
         )
         asyncio.run(
             _main(
-                plane, source, sock, options, poll_interval, control, startup_grace, exit_on_error
+                plane,
+                source,
+                sock,
+                options,
+                poll_interval,
+                control,
+                startup_grace,
+                exit_on_error,
+                grpc_options,
             )
         )
     finally:
@@ -381,7 +402,12 @@ async def _main(
     control: ModelControl,
     startup_grace: float,
     exit_on_error: bool,
+    grpc_options: GrpcOptions | None = None,
 ) -> None:
+    front_end = None
+    if grpc_options is not None:  # bound before loading, as HTTP: a port in use fails first
+        front_end = GrpcFrontEnd(plane, grpc_options)
+        front_end.bind()
     poller = RepositoryPoller(plane) if control.mode is ControlMode.POLL else None
     if poller is not None:
         await poller.start()  # the baseline first: a change during loading is seen later
@@ -408,4 +434,28 @@ async def _main(
             jobs.append(poller.follow(control.poll_secs))
         await asyncio.gather(*jobs)
 
-    await serve(plane, sock, options, background=background)
+    await serve(plane, sock, options, background=background, grpc_front_end=front_end)
+
+
+def _grpc_options(flags: dict[str, Any], host: str, max_body_bytes: int) -> GrpcOptions | None:
+    """The gRPC front end's options from the --grpc-* flags; None without --grpc-port."""
+    if flags["grpc_port"] is None:
+        if grpc_tls_given(flags):
+            raise click.UsageError("the --grpc-* flags need --grpc-port")
+        return None
+    if flags["grpc_use_ssl_mutual"] and not flags["grpc_use_ssl"]:
+        raise click.UsageError("--grpc-use-ssl-mutual needs --grpc-use-ssl")
+    tls_files = ("grpc_server_cert", "grpc_server_key", "grpc_root_cert")
+    if not flags["grpc_use_ssl"] and any(flags[k] for k in tls_files):
+        raise click.UsageError("TLS files given without --grpc-use-ssl")
+    return GrpcOptions(
+        host=host,
+        port=flags["grpc_port"],
+        max_message_bytes=max_body_bytes,
+        use_ssl=flags["grpc_use_ssl"],
+        server_cert=flags["grpc_server_cert"],
+        server_key=flags["grpc_server_key"],
+        root_cert=flags["grpc_root_cert"],
+        use_ssl_mutual=flags["grpc_use_ssl_mutual"],
+        restricted=RestrictedApis.parse(flags["grpc_restricted"], "--grpc-restricted-protocol"),
+    )

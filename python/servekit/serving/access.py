@@ -85,8 +85,9 @@ class RestrictedApis:
         self._restrictions: dict[ApiGroup, Restriction] = dict(restrictions or {})
 
     @classmethod
-    def parse(cls, specs: Iterable[str]) -> RestrictedApis:
-        """Parse ``--http-restricted-api`` values, each ``API[,API...]:KEY=VALUE``.
+    def parse(cls, specs: Iterable[str], flag: str = "--http-restricted-api") -> RestrictedApis:
+        """Parse ``--http-restricted-api`` values (or those of ``flag``, e.g.
+        ``--grpc-restricted-protocol``), each ``API[,API...]:KEY=VALUE``.
 
         Returns the restrictions (none for no specs). Raises InvalidArgumentError naming the
         spec and the problem: no ``:`` or ``=``, an empty key or group, an unknown group, or a
@@ -97,21 +98,18 @@ class RestrictedApis:
             apis, sep, header = spec.partition(":")
             key, eq, value = header.partition("=")
             if not sep or not eq:
-                raise InvalidArgumentError(
-                    f"--http-restricted-api {spec!r}: expected API[,API...]:KEY=VALUE"
-                )
+                raise InvalidArgumentError(f"{flag} {spec!r}: expected API[,API...]:KEY=VALUE")
             key = key.strip()
             if not key or not _HEADER_NAME.fullmatch(key):
                 raise InvalidArgumentError(
-                    f"--http-restricted-api {spec!r}: the header name {key!r} is not a valid "
-                    "HTTP header name"
+                    f"{flag} {spec!r}: the header name {key!r} is not a valid HTTP header name"
                 )
             restriction = Restriction(key, value)
             for name in (a.strip() for a in apis.split(",")):
-                group = _group(name, spec)
+                group = _group(name, spec, flag)
                 if group in restrictions:
                     raise InvalidArgumentError(
-                        f"--http-restricted-api {spec!r}: API '{name}' is restricted more "
+                        f"{flag} {spec!r}: API '{name}' is restricted more "
                         "than once (each API takes one key)"
                     )
                 restrictions[group] = restriction
@@ -160,13 +158,12 @@ def header_lookup(pairs: Iterable[tuple[str | bytes, str | bytes]]) -> HeaderLoo
     return table.get
 
 
-def _group(name: str, spec: str) -> ApiGroup:
+def _group(name: str, spec: str, flag: str) -> ApiGroup:
     try:
         return ApiGroup(name)
     except ValueError:
         raise InvalidArgumentError(
-            f"--http-restricted-api {spec!r}: unknown API '{name}' (expected one of "
-            f"{', '.join(GROUP_NAMES)})"
+            f"{flag} {spec!r}: unknown API '{name}' (expected one of {', '.join(GROUP_NAMES)})"
         ) from None
 
 

@@ -1,8 +1,9 @@
 """The data plane: everything the KServe v2 / Triton protocol does, independent of HTTP.
 
-The REST adapter (``servekit.serving.rest``) only moves bytes and status codes; every decision
-is here. Errors are servekit's typed exceptions; :func:`servekit.serving.errors.http_status`
-gives their status code.
+The REST adapter (``servekit.serving.rest``) and the gRPC adapter (``servekit.serving.grpc``)
+only convert messages and status codes; every decision is here. Errors are servekit's typed
+exceptions; :func:`servekit.serving.errors.http_status` gives their HTTP status code and
+``servekit.serving.grpc.status`` their gRPC one.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from servekit import __version__
 from servekit.errors import InvalidArgumentError, NotFoundError, ServekitError, UnavailableError
+from servekit.serving import metrics
 from servekit.serving.access import ApiGroup, HeaderLookup, RestrictedApis
 from servekit.serving.codecs import (
     DEFAULT_MAX_JSON_DEPTH,
@@ -24,11 +27,15 @@ from servekit.serving.codecs import (
     decode_request,
     encode_response,
 )
+from servekit.serving.codecs.tensor import to_binary
 from servekit.serving.config import config_to_dict, parse_json_config, validate_config
 from servekit.serving.control import ControlMode, refuse_control
 from servekit.serving.inflight import DEFAULT_MAX_INFLIGHT, InflightLimit
 from servekit.serving.model import ServedModel
 from servekit.serving.repository import UNLOADED, ModelEntry, ModelRepository, close_entry
+from servekit.serving.shm import SharedMemoryRegistry
+
+T = TypeVar("T")
 
 log = logging.getLogger("servekit.serving")
 
@@ -40,6 +47,7 @@ EXTENSIONS = [
     "schedule_policy",
     "statistics",
     "parameters",
+    "system_shared_memory",
 ]
 
 
@@ -64,6 +72,7 @@ class DataPlane:
         self.draining = False
         self.inflight = InflightLimit(max_inflight)
         self.restricted = restricted or RestrictedApis()
+        self.shared_memory = SharedMemoryRegistry()
         self._load_lock = asyncio.Lock()
 
     # -- admission: every front end calls these before serving a request --------------------
@@ -89,7 +98,7 @@ class DataPlane:
     # -- health and metadata ----------------------------------------------------------------
 
     def live(self) -> bool:
-        """True while the process serves HTTP."""
+        """True while the process serves (HTTP and gRPC)."""
         return True
 
     def ready(self) -> bool:
@@ -137,9 +146,32 @@ class DataPlane:
 
     # -- repository control -----------------------------------------------------------------
 
-    def repository_index(self) -> list[dict[str, str]]:
-        """Every model in the repository with its state (Triton's repository index)."""
-        return self.repository.index()
+    def repository_index(self, ready: object = False) -> list[dict[str, str]]:
+        """Every model in the repository with its state (Triton's repository index); only the
+        READY rows when ``ready`` is true. InvalidArgumentError when ``ready`` is not a bool."""
+        if not isinstance(ready, bool):
+            raise InvalidArgumentError("repository index field 'ready' must be a boolean")
+        rows = self.repository.index()
+        return [r for r in rows if r["state"] == "READY"] if ready else rows
+
+    async def load_with_parameters(self, name: str, parameters: object) -> ModelEntry:
+        """Load a model with Triton's load parameters (``config``: a JSON configuration
+        override). InvalidArgumentError for parameters that are not an object, a ``config``
+        that is not a string, ``file:`` overrides (not supported) or any other key; the rest
+        as :meth:`load`."""
+        if parameters is None:
+            parameters = {}
+        if not isinstance(parameters, dict):
+            raise InvalidArgumentError("load 'parameters' must be a JSON object")
+        if any(key.startswith("file:") for key in parameters):
+            raise InvalidArgumentError("loading a model from file overrides is not supported")
+        unknown = sorted(set(parameters) - {"config"})
+        if unknown:
+            raise InvalidArgumentError(f"unknown load parameter(s) {unknown}: only 'config'")
+        config = parameters.get("config")
+        if config is not None and not isinstance(config, str):
+            raise InvalidArgumentError("load parameter 'config' must be a JSON string")
+        return await self.load(name, config)
 
     async def load_all(self, names: list[str] | None = None) -> list[ModelEntry]:
         """Load the model directories ``names`` (None: every one) at startup; return the
@@ -251,6 +283,11 @@ class DataPlane:
             models = [e.versions[v] for e in self.repository.entries() for v in sorted(e.versions)]
         return {"model_stats": [_model_stats(m) for m in models]}
 
+    def metrics_text(self, registries: Iterable[Any]) -> bytes:
+        """Prometheus text of every served version's counters followed by ``registries``."""
+        models = [m for e in self.repository.entries() for m in e.versions.values()]
+        return metrics.render(models, registries, inflight=self.inflight.in_flight)
+
     # -- telemetry ----------------------------------------------------------------------------
 
     def drift(self, name: str, version: str | None = None) -> dict[str, Any]:
@@ -281,13 +318,22 @@ class DataPlane:
             batched = model.max_batch_size > 0
             dims = spec.shape[1:] if batched else spec.shape
             return decode_raw_request(body, spec.name, spec.datatype, dims, batched)
-        return decode_request(body, header_length, max_json_depth=self.max_json_depth)
+        return decode_request(
+            body, header_length, max_json_depth=self.max_json_depth, shm=self.shared_memory
+        )
 
     async def infer(
         self, name: str, version: str | None, request: InferRequest, model: ServedModel | None
     ) -> InferResponse:
-        """Run a decoded request; return the response with the requested outputs."""
+        """Run a decoded request; return the response with the requested outputs (those
+        asked in shared memory written to their regions, which are looked up before the model
+        runs: a region unregistered meanwhile still receives its output)."""
         model = model or self.repository.get(name, version)
+        targets = {
+            o.name: (self.shared_memory.get(o.shm[0]), o.shm[1], o.shm[2])
+            for o in request.outputs or ()
+            if o.shm is not None
+        }
         outputs = await model.infer(request)
         default = request.binary_output
         if request.outputs is None:
@@ -297,26 +343,70 @@ class DataPlane:
                 (o.name, outputs[o.name], default if o.binary is None else o.binary)
                 for o in request.outputs
             ]
-        return InferResponse(model.name, str(model.version), chosen, request.id)
+        response = InferResponse(model.name, str(model.version), chosen, request.id)
+        for out_name, (region, offset, size) in targets.items():
+            data = to_binary(outputs[out_name])
+            region.write(offset, size, data, f"output '{out_name}'")
+            params: dict[str, Any] = {
+                "shared_memory_region": region.name,
+                "shared_memory_byte_size": len(data),
+            }
+            if offset:
+                params["shared_memory_offset"] = offset
+            response.shared[out_name] = params
+        return response
 
-    async def infer_body(
-        self, name: str, version: str | None, body: bytes, header_length: int | None
-    ) -> tuple[bytes, int | None]:
-        """Decode, run and encode one request; return the response body and the length of its
-        JSON header (None when the body is all JSON). Raises servekit's typed errors."""
+    # -- system shared memory -----------------------------------------------------------------
+
+    def shm_register(self, name: str, key: object, offset: object, byte_size: object) -> None:
+        """Register a system shared memory region (Triton's extension); InvalidArgumentError
+        as :meth:`SharedMemoryRegistry.register` says."""
+        self.shared_memory.register(name, key, offset, byte_size)
+
+    def shm_status(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Every region's status, or region ``name``'s (NotFoundError if unregistered)."""
+        return self.shared_memory.status(name)
+
+    def shm_unregister(self, name: str | None = None) -> None:
+        """Unregister region ``name`` (None: all); requests using it finish with it."""
+        self.shared_memory.unregister(name)
+
+    async def infer_message(
+        self,
+        name: str,
+        version: str | None,
+        decode: Callable[[ServedModel], InferRequest],
+        encode: Callable[[InferResponse], T],
+    ) -> T:
+        """Decode, run and encode one request with an adapter's ``decode`` (given the model)
+        and ``encode``; record the decode and encode times. A decode failure is counted as a
+        failed request. Raises servekit's typed errors."""
         model = self.repository.get(name, version)
         start = time.perf_counter_ns()
         try:
-            request = self.decode(model, body, header_length)
+            request = decode(model)
         except ServekitError as exc:
             model.stats.record_failure(time.perf_counter_ns() - start, "OTHER")
             raise exc from None
         decoded = time.perf_counter_ns()
         response = await self.infer(name, version, request, model)
         encode_start = time.perf_counter_ns()
-        encoded = encode_response(response)
+        encoded = encode(response)
         model.stats.record_io(decoded - start, time.perf_counter_ns() - encode_start)
         return encoded
+
+    async def infer_body(
+        self, name: str, version: str | None, body: bytes, header_length: int | None
+    ) -> tuple[bytes, int | None]:
+        """Decode, run and encode one HTTP request body; return the response body and the
+        length of its JSON header (None when the body is all JSON). Raises servekit's typed
+        errors."""
+        return await self.infer_message(
+            name,
+            version,
+            lambda model: self.decode(model, body, header_length),
+            encode_response,
+        )
 
 
 def _model_stats(model: ServedModel) -> dict[str, Any]:

@@ -5,16 +5,23 @@ from __future__ import annotations
 import logging
 import uuid
 
-from servekit.errors import ForbiddenError, InvalidArgumentError, NotFoundError, UnavailableError
+from servekit.errors import (
+    ForbiddenError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+    UnimplementedError,
+)
 
 #: The body size limit by default (Triton's ``--http-max-input-size`` default).
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 def http_status(exc: BaseException) -> int:
-    """400 invalid argument, 403 restricted API without its header, 404 unknown model or
-    version, 503 unavailable (queue full and timeouts included), 500 anything else."""
-    if isinstance(exc, InvalidArgumentError):
+    """400 invalid argument or unsupported feature (as Triton), 403 restricted API without its
+    header, 404 unknown model or version, 503 unavailable (queue full and timeouts included),
+    500 anything else."""
+    if isinstance(exc, InvalidArgumentError | UnimplementedError):
         return 400
     if isinstance(exc, ForbiddenError):
         return 403

@@ -151,7 +151,11 @@ class ServedModel:
             if name not in request.inputs:
                 raise InvalidArgumentError(f"{where} needs input '{name}', which is missing")
         if request.outputs is not None:
+            seen: set[str] = set()
             for out in request.outputs:
+                if out.name in seen:
+                    raise InvalidArgumentError(f"output '{out.name}' already exists in request")
+                seen.add(out.name)
                 if out.name not in self.output_names:
                     raise InvalidArgumentError(
                         f"unknown output '{out.name}' for {where}, expected one of "

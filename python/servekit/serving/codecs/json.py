@@ -31,7 +31,10 @@ def loads(text: bytes, max_depth: int) -> Any:
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise InvalidArgumentError(f"malformed JSON: {exc}") from None
+        # Triton's wording ("failed to parse the request JSON buffer: <why> at <offset>").
+        raise InvalidArgumentError(
+            f"failed to parse the request JSON buffer: {exc.msg} at {exc.pos}"
+        ) from None
 
 
 dumps = orjson.dumps

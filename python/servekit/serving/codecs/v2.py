@@ -18,6 +18,7 @@ import numpy as np
 from servekit.errors import InvalidArgumentError
 from servekit.serving.codecs import json
 from servekit.serving.codecs.tensor import (
+    WIRE_DTYPES,
     check_datatype,
     check_shape,
     expected_byte_size,
@@ -26,18 +27,22 @@ from servekit.serving.codecs.tensor import (
     to_binary,
     to_json,
 )
+from servekit.serving.shm import SharedMemoryRegistry, shm_reference
 from servekit.signature import datatype_of
 
-#: Default nesting limit of a request's JSON (a rank-8 nested ``data`` list needs about 11).
-DEFAULT_MAX_JSON_DEPTH = 32
+#: Default nesting limit of a request's JSON: Triton's (100; a rank-8 nested ``data`` list
+#: needs about 11).
+DEFAULT_MAX_JSON_DEPTH = 100
 
 
 @dataclass(slots=True)
 class RequestedOutput:
-    """An output the client asked for; ``binary`` None means the request's default."""
+    """An output the client asked for; ``binary`` None means the request's default; ``shm``
+    the ``(region, offset, byte_size)`` to write it to instead of the response."""
 
     name: str
     binary: bool | None = None
+    shm: tuple[str, int, int] | None = None
 
 
 @dataclass(slots=True)
@@ -62,10 +67,16 @@ class InferResponse:
     model_version: str
     outputs: list[tuple[str, np.ndarray, bool]]
     id: str | None = None
+    #: Outputs written to shared memory: their response parameters (no data is sent).
+    shared: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def decode_request(
-    body: bytes, header_length: int | None, *, max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    body: bytes,
+    header_length: int | None,
+    *,
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
+    shm: SharedMemoryRegistry | None = None,
 ) -> InferRequest:
     """Decode a v2 request body whose JSON header is ``header_length`` bytes (None: all of it).
 
@@ -84,8 +95,6 @@ def decode_request(
     if not isinstance(doc, dict):
         raise InvalidArgumentError("the inference request must be a JSON object")
     params = _parameters(doc.get("parameters"), "request")
-    if any(k.startswith("shared_memory") for k in params):
-        raise InvalidArgumentError("shared memory inputs are not supported")
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidArgumentError("the inference request needs a non-empty 'inputs' list")
@@ -105,10 +114,13 @@ def decode_request(
         datatype = check_datatype(name, raw.get("datatype"))
         shape, count = check_shape(name, datatype, raw.get("shape"))
         in_params = _parameters(raw.get("parameters"), f"input '{name}'")
-        if any(k.startswith("shared_memory") for k in in_params):
-            raise InvalidArgumentError(f"input '{name}': shared memory is not supported")
         size = in_params.get("binary_data_size")
-        if size is not None:
+        ref = shm_reference(in_params, f"input '{name}'")
+        if ref is not None:
+            if "data" in raw or size is not None:
+                raise InvalidArgumentError(f"input '{name}' has both shared memory and data")
+            inputs[name] = read_shared_input(shm, ref, name, datatype, shape, count)
+        elif size is not None:
             if "data" in raw:
                 raise InvalidArgumentError(f"input '{name}' has both 'data' and 'binary_data_size'")
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -142,11 +154,26 @@ def decode_request(
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidArgumentError("'id' must be a string")
+    return assemble_request(
+        inputs, datatypes, request_id, _requested_outputs(doc.get("outputs")), params
+    )
+
+
+def assemble_request(
+    inputs: dict[str, np.ndarray],
+    datatypes: dict[str, str],
+    request_id: str | None,
+    outputs: list[RequestedOutput] | None,
+    params: dict[str, Any],
+) -> InferRequest:
+    """An :class:`InferRequest` from decoded inputs and the request-level ``params`` (every
+    front end's one reader of ``binary_data_output``, ``priority`` and ``timeout``). Raises
+    InvalidArgumentError for a parameter of the wrong type."""
     return InferRequest(
         inputs=inputs,
         datatypes=datatypes,
         id=request_id,
-        outputs=_requested_outputs(doc.get("outputs")),
+        outputs=outputs,
         binary_output=_flag(params, "binary_data_output", "request"),
         priority=_non_negative(params, "priority"),
         timeout_us=_non_negative(params, "timeout"),
@@ -159,29 +186,57 @@ def decode_raw_request(
 ) -> InferRequest:
     """Decode a raw binary request (header length 0) for a model's single input.
 
-    ``dims`` are the input's dimensions without the batch dimension when ``batched``; the batch
-    size is the body's length over the bytes of one row. Returns a request whose outputs all
-    come back as binary. Raises InvalidArgumentError for BYTES inputs, variable dimensions or a
-    body that is not a whole number of rows.
+    ``dims`` are the input's dimensions without the batch dimension when ``batched``. The
+    shape comes from the body's length: with fixed ``dims``, a batched input gets as many rows
+    as the body holds; with one variable dimension (-1), that dimension takes what the body
+    holds (batch size 1 when batched). A BYTES input is one element, the whole body (its dims
+    must allow one element). Returns a request whose outputs all come back as binary. Raises
+    InvalidArgumentError for more than one variable dimension, a BYTES input that needs more
+    than one element, or a body that does not divide into the shape.
     """
+    lead = (1,) if batched else ()
     if datatype == "BYTES":
-        raise InvalidArgumentError(f"a raw binary request cannot carry BYTES input '{name}'")
-    if any(d < 0 for d in dims):
-        raise InvalidArgumentError(
-            f"a raw binary request needs input '{name}' to have fixed dimensions, not {list(dims)}"
+        if any(d not in (1, -1) for d in dims):
+            raise InvalidArgumentError(
+                f"a raw binary request carries one BYTES element, but input '{name}' has "
+                f"dimensions {list(dims)}"
+            )
+        shape = (*lead, *(1 for _ in dims))
+        arr = np.empty(1, dtype=object)
+        arr[0] = bytes(body)
+        return InferRequest(
+            inputs={name: arr.reshape(shape)}, datatypes={name: datatype}, binary_output=True
         )
-    _, row_count = check_shape(name, datatype, list(dims))
-    row_bytes = expected_byte_size(datatype, row_count) or 0
-    if batched:
-        if row_bytes == 0 or len(body) % row_bytes:
+    variable = [i for i, d in enumerate(dims) if d < 0]
+    if len(variable) > 1:
+        raise InvalidArgumentError(
+            f"a raw binary request needs input '{name}' to have at most one variable "
+            f"dimension, not {list(dims)}"
+        )
+    fixed = [d for d in dims if d >= 0]
+    _, fixed_count = check_shape(name, datatype, fixed)
+    unit = expected_byte_size(datatype, fixed_count) or 0
+    if not variable and not batched:
+        shape = tuple(dims)
+        if len(body) != unit:
+            raise InvalidArgumentError(
+                f"input '{name}': {len(body)} bytes of binary data, but shape {list(shape)} of "
+                f"{datatype} needs {unit}"
+            )
+    else:
+        if unit == 0 or len(body) % unit:
+            what = "slices" if variable else "rows"
             raise InvalidArgumentError(
                 f"a raw binary request of {len(body)} bytes is not a whole number of "
-                f"{row_bytes}-byte rows of input '{name}'"
+                f"{unit}-byte {what} of input '{name}'"
             )
-        shape = (len(body) // row_bytes, *dims)
-    else:
-        shape = tuple(dims)
-    count = row_count * (shape[0] if batched else 1)
+        if variable:
+            filled = list(dims)
+            filled[variable[0]] = len(body) // unit
+            shape = (*lead, *filled)
+        else:
+            shape = (len(body) // unit, *dims)
+    count = len(body) // WIRE_DTYPES[datatype].itemsize
     arr = from_binary(name, datatype, shape, count, memoryview(body))
     return InferRequest(inputs={name: arr}, datatypes={name: datatype}, binary_output=True)
 
@@ -202,7 +257,9 @@ def encode_response(response: InferResponse) -> tuple[bytes, int | None]:
             "datatype": datatype_of(arr.dtype),
             "shape": list(arr.shape),
         }
-        if binary:
+        if name in response.shared:
+            entry["parameters"] = response.shared[name]
+        elif binary:
             raw = to_binary(arr)
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
@@ -251,12 +308,35 @@ def _requested_outputs(value: object) -> list[RequestedOutput] | None:
             raise InvalidArgumentError("each entry of 'outputs' must be an object with a 'name'")
         name = raw["name"]
         params = _parameters(raw.get("parameters"), f"output '{name}'")
-        if any(k.startswith("shared_memory") for k in params):
-            raise InvalidArgumentError(f"output '{name}': shared memory is not supported")
+        ref = shm_reference(params, f"output '{name}'")
         binary = params.get("binary_data")
         if binary is not None and not isinstance(binary, bool):
             raise InvalidArgumentError(f"output '{name}' parameter 'binary_data' must be a bool")
         if params.get("classification"):
             raise InvalidArgumentError(f"output '{name}': classification is not supported")
-        requested.append(RequestedOutput(name, binary))
+        requested.append(RequestedOutput(name, binary, ref))
     return requested
+
+
+def read_shared_input(
+    shm: SharedMemoryRegistry | None,
+    ref: tuple[str, int, int],
+    name: str,
+    datatype: str,
+    shape: tuple[int, ...],
+    count: int,
+) -> np.ndarray:
+    """Input ``name`` read (copied) from the shared memory ``ref`` names. InvalidArgumentError
+    for an unknown region, a span outside it, or a size that does not match the shape."""
+    if shm is None:
+        raise InvalidArgumentError(f"input '{name}': shared memory is not available here")
+    region, offset, size = ref
+    what = f"input '{name}'"
+    expected = expected_byte_size(datatype, count)
+    if expected is not None and size != expected:
+        raise InvalidArgumentError(
+            f"{what}: shared_memory_byte_size {size}, but shape {list(shape)} of {datatype} "
+            f"needs {expected} bytes"
+        )
+    data = shm.get(region).read(offset, size, what)
+    return from_binary(name, datatype, shape, count, memoryview(data))

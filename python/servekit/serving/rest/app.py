@@ -23,11 +23,12 @@ from prometheus_client import REGISTRY
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
-from servekit.errors import InvalidArgumentError, ServekitError
+from servekit.errors import InvalidArgumentError, ServekitError, UnimplementedError
 from servekit.serving import metrics
 from servekit.serving.access import header_lookup, http_api_group
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.errors import DEFAULT_MAX_BODY_BYTES, http_status, internal_error_message
+from servekit.serving.rest import encoding
 
 log = logging.getLogger("servekit.serving")
 
@@ -46,11 +47,14 @@ def error_response(exc: BaseException) -> Response:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body; InvalidArgumentError when it is larger than ``limit`` bytes."""
+    """The request body, decompressed per its Content-Encoding; InvalidArgumentError when it
+    is larger than ``limit`` bytes (before or after decompression) or does not decompress."""
     declared = request.headers.get("content-length")
-    return await _receive_body(
+    body = await _receive_body(
         request.receive, None if declared is None else declared.encode(), limit
     )
+    coding = request.headers.get("content-encoding")
+    return encoding.decode_body(body, None if coding is None else coding.encode(), limit)
 
 
 Scope = MutableMapping[str, Any]
@@ -94,15 +98,20 @@ class InferFastPath:
     async def _infer(
         self, model: str, version: str | None, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        declared = header_length = None
+        declared = header_length = coding = accept = None
         for key, value in scope["headers"]:
             if key == b"content-length":
                 declared = value
             elif key == b"inference-header-content-length":
                 header_length = value
+            elif key == b"content-encoding":
+                coding = value
+            elif key == b"accept-encoding":
+                accept = value
         headers: list[tuple[bytes, bytes]]
         try:
             body = await _receive_body(receive, declared, self.max_body_bytes)
+            body = encoding.decode_body(body, coding, self.max_body_bytes)
             if header_length is not None and not header_length.isdigit():
                 raise InvalidArgumentError(
                     f"Inference-Header-Content-Length {header_length.decode(errors='replace')!r}"
@@ -119,6 +128,10 @@ class InferFastPath:
                     (b"content-type", b"application/octet-stream"),
                     (b"inference-header-content-length", str(json_length).encode()),
                 ]
+            reply = encoding.response_coding(accept)
+            if reply is not None and len(content) >= encoding.MIN_COMPRESS_BYTES:
+                content = encoding.encode_body(content, reply)
+                headers.append((b"content-encoding", reply.encode()))
         except Exception as exc:  # every failure becomes a JSON error response
             response = error_response(exc)
             status, content = response.status_code, bytes(response.body)
@@ -146,9 +159,7 @@ async def _receive_body(receive: Receive, declared: bytes | None, limit: int) ->
                 f"invalid Content-Length {declared.decode(errors='replace')!r}"
             )
         if int(declared) > limit:
-            raise InvalidArgumentError(
-                f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes"
-            )
+            raise encoding.too_large(int(declared), limit)
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -157,9 +168,7 @@ async def _receive_body(receive: Receive, declared: bytes | None, limit: int) ->
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise InvalidArgumentError(
-                f"request body of more than {size} bytes exceeds the limit of {limit} bytes"
-            )
+            raise encoding.too_large(f"more than {size - 1}", limit)
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
@@ -194,9 +203,7 @@ def create_app(plane: DataPlane, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
         registries.append(plane.repository.telemetry.registry)
 
     async def prometheus(_request: Request) -> Response:
-        models = [m for e in plane.repository.entries() for m in e.versions.values()]
-        text = metrics.render(models, registries, inflight=plane.inflight.in_flight)
-        return Response(text, media_type=metrics.CONTENT_TYPE)
+        return Response(plane.metrics_text(registries), media_type=metrics.CONTENT_TYPE)
 
     app.router.routes.append(Route("/metrics", prometheus, methods=["GET"]))
 
@@ -257,26 +264,47 @@ def create_app(plane: DataPlane, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     async def version_config(model: str, version: str) -> Response:
         return _json(plane.model_config(model, version))
 
+    @app.get("/v2/systemsharedmemory/status")
+    async def shm_status() -> Response:
+        return _json(plane.shm_status())
+
+    @app.get("/v2/systemsharedmemory/region/{name}/status")
+    async def shm_region_status(name: str) -> Response:
+        return _json(plane.shm_status(name))
+
+    @app.post("/v2/systemsharedmemory/region/{name}/register")
+    async def shm_register(name: str, request: Request) -> Response:
+        options = await _json_body(request, max_body_bytes)
+        plane.shm_register(
+            name, options.get("key"), options.get("offset", 0), options.get("byte_size")
+        )
+        return Response(status_code=200)
+
+    @app.post("/v2/systemsharedmemory/unregister")
+    async def shm_unregister_all(request: Request) -> Response:
+        await _json_body(request, max_body_bytes)
+        plane.shm_unregister()
+        return Response(status_code=200)
+
+    @app.post("/v2/systemsharedmemory/region/{name}/unregister")
+    async def shm_unregister(name: str, request: Request) -> Response:
+        await _json_body(request, max_body_bytes)
+        plane.shm_unregister(name)
+        return Response(status_code=200)
+
+    @app.api_route("/v2/cudasharedmemory/{rest:path}", methods=["GET", "POST"])
+    async def cuda_shm(rest: str) -> Response:
+        raise UnimplementedError("servekit does not implement CUDA shared memory")
+
     @app.post("/v2/repository/index")
     async def repository_index(request: Request) -> Response:
         options = await _json_body(request, max_body_bytes)
-        rows = plane.repository_index()
-        if options.get("ready") is True:
-            rows = [r for r in rows if r["state"] == "READY"]
-        return _json(rows)
+        return _json(plane.repository_index(options.get("ready", False)))
 
     @app.post("/v2/repository/models/{model}/load")
     async def load(model: str, request: Request) -> Response:
         options = await _json_body(request, max_body_bytes)
-        parameters = options.get("parameters") or {}
-        if not isinstance(parameters, dict):
-            raise InvalidArgumentError("load 'parameters' must be a JSON object")
-        if any(key.startswith("file:") for key in parameters):
-            raise InvalidArgumentError("loading a model from file overrides is not supported")
-        config = parameters.get("config")
-        if config is not None and not isinstance(config, str):
-            raise InvalidArgumentError("load parameter 'config' must be a JSON string")
-        await plane.load(model, config)
+        await plane.load_with_parameters(model, options.get("parameters"))
         return Response(status_code=200)
 
     @app.post("/v2/repository/models/{model}/unload")
@@ -295,7 +323,9 @@ async def _json_body(request: Request, limit: int) -> dict[str, Any]:
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidArgumentError(f"malformed JSON: {exc}") from None
+        raise InvalidArgumentError(
+            f"failed to parse the request JSON buffer: {exc.msg} at {exc.pos}"
+        ) from None
     if not isinstance(value, dict):
         raise InvalidArgumentError("the request body must be a JSON object")
     return value

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -26,6 +27,9 @@ from servekit.serving.rest.protocol import (
     DEFAULT_HEADER_TIMEOUT_S,
     protocol_with_deadlines,
 )
+
+if TYPE_CHECKING:
+    from servekit.serving.grpc import GrpcFrontEnd
 
 log = logging.getLogger("servekit.serving")
 
@@ -105,12 +109,17 @@ class _Server(uvicorn.Server):
     ends ``serve`` normally: uvicorn would re-raise the signal after shutdown, and the process
     would not exit with status 0."""
 
-    def __init__(self, config: uvicorn.Config, plane: DataPlane) -> None:
+    def __init__(
+        self, config: uvicorn.Config, plane: DataPlane, on_exit: Callable[[], None] | None = None
+    ) -> None:
         super().__init__(config)
         self._plane = plane
+        self._on_exit = on_exit
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._plane.draining = True
+        if self._on_exit is not None:
+            self._on_exit()
         super().handle_exit(sig, frame)
 
     @contextlib.contextmanager
@@ -130,11 +139,13 @@ async def serve(
     options: ServerOptions,
     *,
     background: Callable[[DataPlane], Awaitable[None]] | None = None,
+    grpc_front_end: GrpcFrontEnd | None = None,
 ) -> None:
     """Serve ``plane`` on the bound ``sock`` until SIGTERM/SIGINT, then drain within
     ``options.drain_timeout_s``. ``background`` runs alongside (e.g. registry polling) and is
-    cancelled at shutdown. The repository's telemetry, if any, is evaluated on its timer while
-    serving and stopped (timer and alert dispatcher) after the drain."""
+    cancelled at shutdown. ``grpc_front_end`` (bound) serves the same plane in this loop and
+    drains at the same time as HTTP. The repository's telemetry, if any, is evaluated on its
+    timer while serving and stopped (timer and alert dispatcher) after the drain."""
     app = create_app(plane, max_body_bytes=options.max_body_bytes)
     config = uvicorn.Config(
         app,
@@ -147,18 +158,30 @@ async def serve(
         ssl_certfile=options.ssl_certfile,
         ssl_keyfile=options.ssl_keyfile,
     )
-    server = _Server(config, plane)
+    grpc_stop: list[asyncio.Task[None]] = []
+
+    def stop_grpc() -> None:
+        # In the signal handler, on the loop's thread: the gRPC drain runs next to uvicorn's.
+        if grpc_front_end is not None and not grpc_stop:
+            grpc_stop.append(asyncio.ensure_future(_drain_grpc(grpc_front_end, options)))
+
+    server = _Server(config, plane, stop_grpc)
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     telemetry = plane.repository.telemetry
     if telemetry is not None:
         telemetry.start()
     task = asyncio.create_task(background(plane)) if background is not None else None
+    if grpc_front_end is not None:
+        await grpc_front_end.start()
     host, port = sock.getsockname()[:2]
     print(f"servekit: serving on {options.scheme}://{host}:{port}", flush=True)
     try:
         await server.serve(sockets=[sock])
     finally:
         plane.draining = True
+        stop_grpc()
+        for stopping in grpc_stop:
+            await stopping
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -170,3 +193,8 @@ async def serve(
         if telemetry is not None:
             await asyncio.to_thread(telemetry.close)
         print("servekit: stopped", file=sys.stderr, flush=True)
+
+
+async def _drain_grpc(front_end: GrpcFrontEnd, options: ServerOptions) -> None:
+    await front_end.begin_drain()
+    await front_end.stop(options.drain_timeout_s)
