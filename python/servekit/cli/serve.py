@@ -10,6 +10,14 @@ from pathlib import Path
 
 import click
 
+from servekit.serving.candidates import (
+    CANARY,
+    DEFAULT_QUEUE_SIZE,
+    SHADOW,
+    CandidateSet,
+    CandidateSpec,
+    parse_candidate,
+)
 from servekit.serving.codecs import DEFAULT_MAX_JSON_DEPTH
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.errors import DEFAULT_MAX_BODY_BYTES
@@ -116,6 +124,28 @@ from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
     help="Seconds between drift/SLO evaluations (alerts fire without a scrape).",
 )
 @click.option(
+    "--shadow",
+    "shadows",
+    multiple=True,
+    metavar="NAME@ALIAS[=FRACTION]",
+    help="Copy FRACTION (default 1.0) of the model's requests to this registry version off the "
+    "response path and compare its answers (GET /v2/models/NAME/candidates); repeatable.",
+)
+@click.option(
+    "--canary",
+    "canaries",
+    multiple=True,
+    metavar="NAME@ALIAS=FRACTION",
+    help="Answer FRACTION of the model's requests from this registry version (sticky by the "
+    "canary_key parameter or servekit-canary-key header); repeatable.",
+)
+@click.option(
+    "--shadow-queue-size",
+    default=DEFAULT_QUEUE_SIZE,
+    show_default=True,
+    help="Shadow copies outstanding per shadow; beyond it they are dropped and counted.",
+)
+@click.option(
     "--drain-timeout",
     default=10.0,
     show_default=True,
@@ -140,6 +170,9 @@ def serve_command(
     slo_p99_ms: float | None,
     alert_webhook: str | None,
     telemetry_interval: float,
+    shadows: tuple[str, ...],
+    canaries: tuple[str, ...],
+    shadow_queue_size: int,
     drain_timeout: float,
 ) -> None:
     """Serve a model repository and/or registry models over the KServe v2 / Triton protocol.
@@ -192,10 +225,19 @@ def serve_command(
         source = RegistrySource(
             Registry(registry), list(models), runner_options, BatchingOptions(max_batch_size)
         )
+    specs = [parse_candidate(v, SHADOW) for v in shadows]
+    specs += [parse_candidate(v, CANARY) for v in canaries]
+    if specs and source is None:
+        raise click.UsageError("--shadow/--canary need the model served with --model NAME@ALIAS")
+    candidates = CandidateSet(
+        source,
+        serving_telemetry,
+        shadow_queue_size,
+    )
     sock = bind(host, port)
     try:
-        plane = DataPlane(repository, max_json_depth=max_json_depth)
-        asyncio.run(_main(plane, source, sock, options, poll_interval))
+        plane = DataPlane(repository, max_json_depth=max_json_depth, candidates=candidates)
+        asyncio.run(_main(plane, source, sock, options, poll_interval, specs))
     finally:
         sock.close()
 
@@ -206,10 +248,13 @@ async def _main(
     sock: socket.socket,
     options: ServerOptions,
     poll_interval: float,
+    specs: list[CandidateSpec],
 ) -> None:
     await plane.load_all()
     if source is not None:
         await source.load_all(plane)
+    for spec in specs:
+        await plane.add_candidate(spec)
     telemetry = plane.repository.telemetry
     if telemetry is not None:
         served = {e.name for e in plane.repository.entries()}
@@ -221,4 +266,15 @@ async def _main(
     if source is None:
         await serve(plane, sock, options)
         return
-    await serve(plane, sock, options, background=lambda p: source.follow(p, poll_interval))
+    await serve(plane, sock, options, background=lambda p: _follow(p, source, poll_interval))
+
+
+async def _follow(plane: DataPlane, source: RegistrySource, interval_s: float) -> None:
+    """Follow the registry: production references, then candidate references, each poll."""
+    follow = asyncio.create_task(source.follow(plane, interval_s))
+    try:
+        while True:
+            await asyncio.sleep(interval_s)
+            await plane.candidates.refresh()
+    finally:
+        follow.cancel()

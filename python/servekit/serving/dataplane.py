@@ -14,6 +14,7 @@ from typing import Any
 
 from servekit import __version__
 from servekit.errors import InvalidArgumentError, NotFoundError, ServekitError, UnavailableError
+from servekit.serving.candidates import CandidateSet, CandidateSpec
 from servekit.serving.codecs import (
     DEFAULT_MAX_JSON_DEPTH,
     InferRequest,
@@ -44,9 +45,15 @@ class DataPlane:
     and statistics."""
 
     def __init__(
-        self, repository: ModelRepository, *, max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+        self,
+        repository: ModelRepository,
+        *,
+        max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
+        candidates: CandidateSet | None = None,
     ) -> None:
         self.repository = repository
+        #: Shadow and canary versions of the models (servekit.serving.candidates).
+        self.candidates = candidates or CandidateSet()
         self.max_json_depth = max_json_depth
         self.draining = False
         self._load_lock = asyncio.Lock()
@@ -144,6 +151,7 @@ class DataPlane:
     async def close(self) -> None:
         """Close every model, letting in-flight requests finish."""
         self.draining = True
+        await self.candidates.close()
         await asyncio.gather(*(close_entry(e) for e in self.repository.entries()))
 
     # -- statistics ---------------------------------------------------------------------------
@@ -177,6 +185,29 @@ class DataPlane:
             raise NotFoundError("telemetry is off on this server (started with --no-telemetry)")
         return telemetry.drift(model)
 
+    # -- candidates (shadow and canary) -------------------------------------------------------
+
+    def _production(self, name: str) -> ServedModel | None:
+        try:
+            return self.repository.get(name)
+        except UnavailableError:
+            return None
+
+    def candidates_report(self, name: str) -> dict[str, Any]:
+        """The live figures of the model's candidates; NotFoundError for an unknown model."""
+        return self.candidates.report(name, self._production(name))
+
+    async def add_candidate(self, spec: CandidateSpec) -> dict[str, Any]:
+        """Start a shadow or canary of a served model; return its read-out. Raises
+        NotFoundError for a model not served, InvalidArgumentError (see CandidateSet.add) and
+        the registry's errors for a reference that does not resolve."""
+        production = self._production(spec.model_name)
+        return (await self.candidates.add(spec, production)).report()
+
+    async def remove_candidate(self, name: str, ref: str, role: str | None = None) -> None:
+        """Stop a model's candidate(s) of reference ``ref``; NotFoundError when none runs."""
+        await self.candidates.remove(name, ref, role)
+
     # -- inference ----------------------------------------------------------------------------
 
     def decode(self, model: ServedModel, body: bytes, header_length: int | None) -> InferRequest:
@@ -195,11 +226,27 @@ class DataPlane:
         return decode_request(body, header_length, max_json_depth=self.max_json_depth)
 
     async def infer(
-        self, name: str, version: str | None, request: InferRequest, model: ServedModel | None
+        self,
+        name: str,
+        version: str | None,
+        request: InferRequest,
+        model: ServedModel | None,
+        *,
+        sticky_key: str | None = None,
     ) -> InferResponse:
-        """Run a decoded request; return the response with the requested outputs."""
+        """Run a decoded request; return the response with the requested outputs.
+
+        A request naming no version may be answered by a canary (the response's version says
+        which; ``sticky_key`` makes the choice stable); shadows get a copy after production
+        answered. Raises what the answering model raises."""
         model = model or self.repository.get(name, version)
-        outputs = await model.infer(request)
+        routing = self.candidates.routing(name)
+        if routing is None:
+            outputs = await model.infer(request)
+        else:
+            outputs, model = await routing.infer(
+                model, request, named_version=bool(version), sticky_key=sticky_key
+            )
         default = request.binary_output
         if request.outputs is None:
             chosen = [(n, outputs[n], default) for n in model.output_names]
@@ -211,7 +258,13 @@ class DataPlane:
         return InferResponse(model.name, str(model.version), chosen, request.id)
 
     async def infer_body(
-        self, name: str, version: str | None, body: bytes, header_length: int | None
+        self,
+        name: str,
+        version: str | None,
+        body: bytes,
+        header_length: int | None,
+        *,
+        sticky_key: str | None = None,
     ) -> tuple[bytes, int | None]:
         """Decode, run and encode one request; return the response body and the length of its
         JSON header (None when the body is all JSON). Raises servekit's typed errors."""
@@ -223,10 +276,11 @@ class DataPlane:
             model.stats.record_failure(time.perf_counter_ns() - start, "OTHER")
             raise exc from None
         decoded = time.perf_counter_ns()
-        response = await self.infer(name, version, request, model)
+        response = await self.infer(name, version, request, model, sticky_key=sticky_key)
         encode_start = time.perf_counter_ns()
         encoded = encode_response(response)
-        model.stats.record_io(decoded - start, time.perf_counter_ns() - encode_start)
+        if response.model_version == str(model.version):  # a canary's answer is not production's
+            model.stats.record_io(decoded - start, time.perf_counter_ns() - encode_start)
         return encoded
 
 

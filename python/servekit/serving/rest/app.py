@@ -21,9 +21,11 @@ from prometheus_client import REGISTRY
 from starlette.routing import Route
 
 from servekit.errors import InvalidArgumentError, ServekitError
-from servekit.serving import metrics
+from servekit.serving import candidate_metrics, metrics
+from servekit.serving.candidates import STICKY_HEADER
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.errors import DEFAULT_MAX_BODY_BYTES, http_status
+from servekit.serving.rest.candidates import add_candidate_routes
 
 log = logging.getLogger("servekit.serving")
 
@@ -55,6 +57,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+_STICKY_HEADER = STICKY_HEADER.encode()
 _INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 
 
@@ -77,12 +80,14 @@ class InferFastPath:
     async def _infer(
         self, model: str, version: str | None, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        declared = header_length = None
+        declared = header_length = sticky = None
         for key, value in scope["headers"]:
             if key == b"content-length":
                 declared = value
             elif key == b"inference-header-content-length":
                 header_length = value
+            elif key == _STICKY_HEADER:
+                sticky = value.decode(errors="replace")
         headers: list[tuple[bytes, bytes]]
         try:
             body = await _receive_body(receive, declared, self.max_body_bytes)
@@ -92,7 +97,11 @@ class InferFastPath:
                     " is not an integer"
                 )
             content, json_length = await self.plane.infer_body(
-                model, version, body, None if header_length is None else int(header_length)
+                model,
+                version,
+                body,
+                None if header_length is None else int(header_length),
+                sticky_key=sticky,
             )
             status = 200
             if json_length is None:
@@ -158,7 +167,9 @@ def create_app(plane: DataPlane, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
     async def prometheus(_request: Request) -> Response:
         models = [m for e in plane.repository.entries() for m in e.versions.values()]
-        return Response(metrics.render(models, registries), media_type=metrics.CONTENT_TYPE)
+        text = metrics.render(models, registries)
+        text += b"\n" + candidate_metrics.render(plane.candidates)
+        return Response(text, media_type=metrics.CONTENT_TYPE)
 
     app.router.routes.append(Route("/metrics", prometheus, methods=["GET"]))
 
@@ -247,6 +258,7 @@ def create_app(plane: DataPlane, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
         await plane.unload(model)
         return Response(status_code=200)
 
+    add_candidate_routes(app, plane, lambda request: _json_body(request, max_body_bytes))
     return InferFastPath(app, plane, max_body_bytes)
 
 
