@@ -344,6 +344,16 @@ class CandidateSet:
             group = self.models.get(spec.model_name) or ModelCandidates(spec.model_name)
             others = group.canaries if spec.role == CANARY else group.shadows
             old = next((c for c in others if c.spec.ref == spec.ref), None)
+            clash = next(
+                (c for c in group.all() if c is not old and c.version == model.version), None
+            )
+            if clash is not None:
+                await model.close()
+                raise InvalidArgumentError(
+                    f"--{spec.role} {spec.ref}: version {model.version} is already the "
+                    f"{clash.spec.role} {clash.spec.ref} of '{spec.model_name}' (one role per "
+                    "version; remove it first)"
+                )
             if spec.role == CANARY:
                 total = spec.fraction + sum(c.spec.fraction for c in others if c is not old)
                 if total > 1.0 + 1e-9:
@@ -414,13 +424,22 @@ class CandidateSet:
             wanted = await asyncio.to_thread(self.source.resolve, candidate.spec.ref)
             if wanted == candidate.version:
                 return
+            group = self.models.get(candidate.spec.model_name)
+            if group is not None and any(c.version == wanted for c in group.all()):
+                log.error(
+                    "candidate %s moved to version %d, which another candidate runs; keeping "
+                    "version %d",
+                    candidate.spec.ref,
+                    wanted,
+                    candidate.version,
+                )
+                return
             model = await asyncio.to_thread(self.source.load_candidate, candidate.spec.ref)
         except ServekitError as exc:
             log.error("candidate %s: %s", candidate.spec.ref, exc)
             return
         if self.telemetry is not None:
             self.telemetry.attach(model)
-        group = self.models.get(candidate.spec.model_name)
         fresh = Candidate(candidate.spec, model, self.queue_size)
         if group is not None:
             group.shadows = [fresh if c is candidate else c for c in group.shadows]
