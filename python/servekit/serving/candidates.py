@@ -181,13 +181,14 @@ class Candidate:
         self.figures.compared(outputs, production, _now() - start, production_ns)
 
     async def close(self) -> None:
-        """Cancel the outstanding shadow copies and close the model (bounded drain)."""
+        """Stop the candidate: its queued copies fail, running ones are terminated (a hung
+        candidate must not hold up a removal or the server's shutdown)."""
+        await self.model.close(timeout_s=5.0, abort=True)
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await self.model.close(timeout_s=2.0)
 
     def report(self) -> dict[str, Any]:
         """The read-out of this candidate: reference, version, role, fraction, queue state,
@@ -363,6 +364,8 @@ class CandidateSet:
                         f"'{spec.model_name}' would take {total:g} of the traffic (at most 1)"
                     )
             if self.telemetry is not None:
+                if old is not None:  # same (model, version) key: the new one takes it over
+                    self.telemetry.detach(old.model)
                 self.telemetry.attach(model)
             candidate = Candidate(spec, model, self.queue_size)
             fresh = [c for c in others if c is not old] + [candidate]
@@ -372,7 +375,7 @@ class CandidateSet:
                 group.shadows = fresh
             self.models[spec.model_name] = group
         if old is not None:
-            await self._retire(old)
+            await old.close()
         log.info(
             "%s %s (version %d) of '%s' at fraction %g",
             spec.role,
