@@ -275,6 +275,6 @@ async def _follow(plane: DataPlane, source: RegistrySource, interval_s: float) -
     try:
         while True:
             await asyncio.sleep(interval_s)
-            await plane.candidates.refresh()
+            await plane.refresh_candidates()
     finally:
         follow.cancel()

@@ -133,6 +133,8 @@ class Candidate:
         #: The production version the figures compare with (None until a request came).
         self.production_version: int | None = None
         self.outstanding = 0
+        #: Whether this candidate's telemetry is exposed (its (model, version) key is taken).
+        self.exposed = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -363,11 +365,10 @@ class CandidateSet:
                         f"--canary {spec.ref}={spec.fraction}: the canaries of "
                         f"'{spec.model_name}' would take {total:g} of the traffic (at most 1)"
                     )
-            if self.telemetry is not None:
-                if old is not None:  # same (model, version) key: the new one takes it over
-                    self.telemetry.detach(old.model)
-                self.telemetry.attach(model)
+            if old is not None:  # the same (model, version) key: the new one takes it over
+                self._hide(old)
             candidate = Candidate(spec, model, self.queue_size)
+            self._expose(candidate)
             fresh = [c for c in others if c is not old] + [candidate]
             if spec.role == CANARY:
                 group.canaries = fresh
@@ -406,26 +407,50 @@ class CandidateSet:
             await self._retire(candidate)
         return gone
 
-    async def _retire(self, candidate: Candidate) -> None:
-        if self.telemetry is not None:
+    def _expose(self, candidate: Candidate) -> None:
+        if self.telemetry is None or candidate.exposed:
+            return
+        try:
+            self.telemetry.attach(candidate.model)
+            candidate.exposed = True
+        except ServekitError as exc:
+            log.error("candidate %s: telemetry off: %s", candidate.spec.ref, exc)
+
+    def _hide(self, candidate: Candidate) -> None:
+        if self.telemetry is not None and candidate.exposed:
             self.telemetry.detach(candidate.model)
+            candidate.exposed = False
+
+    def release(self, name: str, version: int) -> None:
+        """Production of ``name`` is about to serve ``version``: a candidate running it goes
+        idle and gives up its telemetry key (production's telemetry takes it)."""
+        group = self.models.get(name)
+        for candidate in group.all() if group else []:
+            if candidate.version == version:
+                self._hide(candidate)
+
+    async def _retire(self, candidate: Candidate) -> None:
+        self._hide(candidate)
         await candidate.close()
 
-    async def refresh(self) -> None:
+    async def refresh(self, production: dict[str, int]) -> None:
         """Reload the candidates whose reference names another version now (an alias moved):
-        the new version starts with fresh figures. A reference that fails to resolve or load is
-        logged and its candidate keeps running."""
+        the new version starts with fresh figures (idle while it is the version ``production``
+        serves for its model). A reference that fails to resolve or load is logged and its
+        candidate keeps running."""
         if self.source is None:
             return
-        for group in list(self.models.values()):
+        for name, group in list(self.models.items()):
             for candidate in group.all():
-                await self._refresh_one(candidate)
+                await self._refresh_one(candidate, production.get(name))
 
-    async def _refresh_one(self, candidate: Candidate) -> None:
+    async def _refresh_one(self, candidate: Candidate, production: int | None) -> None:
         assert self.source is not None
         try:
             wanted = await asyncio.to_thread(self.source.resolve, candidate.spec.ref)
             if wanted == candidate.version:
+                if wanted != production:  # active again (production moved away): expose
+                    self._expose(candidate)
                 return
             group = self.models.get(candidate.spec.model_name)
             if group is not None and any(c.version == wanted for c in group.all()):
@@ -441,9 +466,9 @@ class CandidateSet:
         except ServekitError as exc:
             log.error("candidate %s: %s", candidate.spec.ref, exc)
             return
-        if self.telemetry is not None:
-            self.telemetry.attach(model)
         fresh = Candidate(candidate.spec, model, self.queue_size)
+        if model.version != production:
+            self._expose(fresh)
         if group is not None:
             group.shadows = [fresh if c is candidate else c for c in group.shadows]
             group.canaries = [fresh if c is candidate else c for c in group.canaries]

@@ -204,6 +204,11 @@ class DataPlane:
         production = self._production(spec.model_name)
         return (await self.candidates.add(spec, production)).report()
 
+    async def refresh_candidates(self) -> None:
+        """Follow the candidates' references (see CandidateSet.refresh)."""
+        production = {e.name: max(e.versions) for e in self.repository.entries() if e.versions}
+        await self.candidates.refresh(production)
+
     async def remove_candidate(self, name: str, ref: str, role: str | None = None) -> None:
         """Stop a model's candidate(s) of reference ``ref``; NotFoundError when none runs."""
         await self.candidates.remove(name, ref, role)

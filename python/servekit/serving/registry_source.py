@@ -139,6 +139,7 @@ class RegistrySource:
             return
         if wanted == self.serving.get(name):
             return
+        plane.candidates.release(name, wanted)  # a candidate at that version goes idle
         entry = await asyncio.to_thread(self.build, name)
         if not entry.versions and self.serving.get(name) is not None:
             log.error("%s moved to version %d, which did not load; still serving version %d",
