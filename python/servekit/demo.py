@@ -214,7 +214,7 @@ def run_demo(
 
     say(
         "\n[4/6] Promote: the fp32 export goes to production, then the fastest variant that keeps "
-        "accuracy is promoted through gates"
+        "accuracy, shadowed on live traffic first, is promoted through gates"
     )
     promote(reg, fp32, "production", ["accuracy >= 0.9"], reason="initial release")
     base = reg.get(fp32).metrics
@@ -229,7 +229,7 @@ def run_demo(
     promoted = fp32
     for cand in candidates:
         try:
-            result = promote(reg, cand.ref, "production", gates)
+            result = _shadow_then_promote(workdir, reg, cand.ref, gates, x_test, say)
         except PromotionRefused as refused:
             say(refused.result.table())
             say(f"      {cand.ref} refused; trying the next candidate")
@@ -271,6 +271,58 @@ def _write_model_repo(reg: Any, report: Any, out: Path, say: Say) -> None:
             export_triton(reg, ref, out, name=name)
             written.append(name)
     say(f"      model repository: {out} ({', '.join(written)})")
+
+
+def _shadow_then_promote(
+    workdir: Path, reg: Any, ref: str, gates: list[str], x: np.ndarray, say: Say
+) -> Any:
+    """Serve production with ``ref`` as its shadow, send traffic, then promote ``ref`` on the
+    offline ``gates`` plus gates on the live figures. Returns the PromotionResult; raises
+    PromotionRefused (recorded in the audit log with the live figures)."""
+    import tritonclient.http as httpclient
+
+    from servekit.bench.live import read_live
+    from servekit.bench.promote import promote
+
+    reg.set_alias(ref, "candidate", reason="shadowed before promotion")
+    cmd = [
+        sys.executable, "-m", "servekit", "serve", "--registry", str(reg.root),
+        "--model", "digits@production", "--shadow", "digits@candidate", "--port", "0",
+    ]  # fmt: skip
+    log_path = workdir / "shadow.log"
+    log = open(log_path, "w")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+    try:
+        host = _wait_for_server(proc, log_path, timeout=120)
+        client = httpclient.InferenceServerClient(host)
+        rows = x[np.random.default_rng(2).integers(0, len(x), 200)]
+        _send(client, "digits", rows)
+        requests = -(-len(rows) // 8)
+        deadline = time.monotonic() + 30
+        while True:  # the shadow compares off the response path: wait for the last copies
+            (c,) = _get_json(f"http://{host}/v2/models/digits/candidates")["candidates"]
+            if c["requests"] + c["errors"] + c["dropped"] >= requests:
+                break
+            if time.monotonic() > deadline:
+                raise UnavailableError(f"the shadow of {ref} did not finish within 30 s")
+            time.sleep(0.05)
+        live = read_live(f"http://{host}", "digits", reg.get(ref).version)
+        lat = c["latency_ms"]
+        say(
+            f"      shadow {ref} on {c['requests']} live requests: agreement "
+            f"{c['agreement']:.4f}, p99 {lat['candidate']['p99']:.3f} ms (production "
+            f"{lat['production']['p99']:.3f} ms), {c['errors']} errors, {c['dropped']} dropped"
+        )
+        live_gates = ["live.agreement >= 0.95", f"live.requests >= {requests}", "live.errors == 0"]
+        return promote(reg, ref, "production", [*gates, *live_gates], live=live)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
 
 
 def _serve_and_watch(

@@ -196,6 +196,21 @@ impl RegistryCore {
         Ok(event_tuple(e))
     }
 
+    fn record_refusal(
+        &self,
+        py: Python<'_>,
+        reference: String,
+        alias: String,
+        actor: String,
+        reason: String,
+    ) -> PyResult<EventTuple> {
+        let e = enter(py, || {
+            self.lock()?
+                .record_refusal(&reference, &alias, &actor, &reason)
+        })?;
+        Ok(event_tuple(e))
+    }
+
     fn delete_alias(
         &self,
         py: Python<'_>,

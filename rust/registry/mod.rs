@@ -365,6 +365,34 @@ impl Registry {
         })
     }
 
+    /// Record that moving `alias` to the version `reference` resolves to was refused (action
+    /// `refuse`), leaving the alias where it is: the event's previous and new versions are
+    /// both its current target (`None` when it points nowhere). The reason says why.
+    pub fn record_refusal(
+        &mut self,
+        reference: &str,
+        alias: &str,
+        actor: &str,
+        reason: &str,
+    ) -> CoreResult<AliasEvent> {
+        validate_name("alias", alias)?;
+        let r = Reference::parse(reference)?;
+        self.index.write(|db| {
+            let at = db.resolve(&r)?;
+            let current = db.alias_target(at.model_id, alias)?;
+            db.record_event(
+                at.model_id,
+                alias,
+                "refuse",
+                current,
+                current,
+                actor,
+                Some(reason),
+            )?;
+            last_event(db, at.model_id)
+        })
+    }
+
     /// Remove `alias` from model `name`, recording the deletion.
     pub fn delete_alias(
         &mut self,
@@ -668,6 +696,27 @@ mod tests {
         assert!(matches!(err, CoreError::Conflict(_)), "{err}");
         reg.archive("digits:1").unwrap();
         assert_eq!(reg.history("digits").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_refusal_is_recorded_and_leaves_the_alias() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("m.onnx");
+        std::fs::write(&f, b"a").unwrap();
+        let mut reg = Registry::open(&d.path().join("reg")).unwrap();
+        reg.register(request("m", &f)).unwrap();
+        std::fs::write(&f, b"b").unwrap();
+        reg.register(request("m", &f)).unwrap();
+        reg.set_alias("m:1", "production", "me", None, "set")
+            .unwrap();
+        let e = reg
+            .record_refusal("m:2", "production", "ci", "live.requests 3 < 1000")
+            .unwrap();
+        assert_eq!(e.action, "refuse");
+        assert_eq!((e.previous_version, e.new_version), (Some(1), Some(1)));
+        assert_eq!(reg.get("m@production").unwrap().version, 1);
+        assert_eq!(reg.history("m").unwrap().len(), 2);
+        assert!(reg.record_refusal("m:9", "production", "ci", "x").is_err());
     }
 
     #[test]

@@ -11,6 +11,11 @@ A bare ``METRIC`` is the candidate version's metric; ``ALIAS.METRIC`` is the met
 version that alias points to (``accuracy >= production.accuracy - 0.005``). With a trailing
 ``vs ALIAS``, bare metrics on the right-hand side refer to that alias
 (``size_bytes <= 0.5 * size_bytes vs production``).
+
+Live figures: ``live.METRIC`` is a figure a running server measured for the candidate (as a
+shadow or canary) and ``ALIAS.live.METRIC`` the same figure of production there
+(``live.latency_p99_ms <= production.live.latency_p99_ms * 1.1``); they are read with
+``servekit promote --from-server URL`` (see :mod:`servekit.bench.live`).
 """
 
 from __future__ import annotations
@@ -32,9 +37,13 @@ _COMPARATORS: dict[str, Callable[[float, float], bool]] = {
 }
 _TOKEN = re.compile(
     r"\s*(?:(?P<num>\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)"
-    r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)"
+    r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*){0,2})"
     r"|(?P<op>>=|<=|==|!=|[<>+\-*/()]))"
 )
+
+
+#: The namespace of figures measured by a running server.
+LIVE = "live"
 
 
 class GateSyntaxError(InvalidArgumentError):
@@ -142,6 +151,14 @@ class _Parser:
             self.fail(self.col(), f"unexpected {self.peek()[1]!r}")  # type: ignore[index]
         return Gate(self.text.strip(), op, left, right)
 
+    def operand(self, text: str, col: int) -> Operand:
+        found = _operand(text)
+        if found is None:
+            self.fail(
+                col, f"{text!r} is not METRIC, ALIAS.METRIC, live.METRIC or ALIAS.live.METRIC"
+            )
+        return found  # type: ignore[return-value]
+
     def expr(self) -> Node:
         node = self.term()
         while (tok := self.peek()) and tok[1] in "+-" and tok[0] == "op":
@@ -164,8 +181,7 @@ class _Parser:
             return float(value)
         if kind == "name" and value != "vs":
             self.take()
-            alias, _, metric = value.rpartition(".")
-            return Operand(metric, alias or None)
+            return self.operand(value, col)
         if value == "(":
             self.take()
             node = self.expr()
@@ -178,6 +194,19 @@ class _Parser:
             return ("neg", self.factor())
         self.fail(col, "expected a number or a metric name")
         raise AssertionError("unreachable")
+
+
+def _operand(text: str) -> Operand | None:
+    """``METRIC``, ``ALIAS.METRIC``, ``live.METRIC`` or ``ALIAS.live.METRIC`` (None: none)."""
+    parts = text.split(".")
+    if parts[0] == LIVE and len(parts) == 2:
+        return Operand(text)
+    if len(parts) == 3 and parts[1] == LIVE and parts[0] != LIVE:
+        return Operand(f"{LIVE}.{parts[2]}", parts[0])
+    if len(parts) <= 2 and LIVE not in parts:
+        alias, _, metric = text.rpartition(".")
+        return Operand(metric, alias or None)
+    return None
 
 
 def _qualify(node: Node, alias: str) -> Node:
@@ -197,6 +226,11 @@ def parse_gate(text: str) -> Gate:
 
 #: Where each metric comes from, for the message of a gate whose metric is missing.
 _PRODUCERS: list[tuple[str, str]] = [
+    (
+        r"^live\.",
+        "a server running the candidate as a shadow or canary: servekit promote ... "
+        "--from-server URL",
+    ),
     (
         r"^(accuracy|r2)$",
         "servekit bench NAME --data X.npy --labels y.npy (or package with labels)",

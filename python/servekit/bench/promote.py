@@ -11,7 +11,8 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from servekit.bench.gates import Gate, GateResult, evaluate, parse_gate
+from servekit.bench.gates import LIVE, Gate, GateResult, evaluate, parse_gate
+from servekit.bench.live import LiveEvidence
 from servekit.errors import InvalidArgumentError, NotFoundError, ServekitError
 from servekit.registry import AliasEvent, ModelVersion, Registry
 
@@ -70,6 +71,7 @@ def promote(
     force: bool = False,
     reason: str | None = None,
     actor: str | None = None,
+    live: LiveEvidence | None = None,
 ) -> PromotionResult:
     """Point ``alias`` at the version ``ref`` resolves to if every gate passes.
 
@@ -78,6 +80,12 @@ def promote(
     PromotionRefused when a gate fails (nothing changes), InvalidArgumentError when no gate is
     given without ``force`` or ``force`` comes without a ``reason``, and the registry's errors
     for an unknown reference or alias name.
+
+    ``live``: a server's figures for the candidate (``live.*`` and ``ALIAS.live.*`` metrics,
+    see :mod:`servekit.bench.live`); the audit entry then lists the live figures used, and a
+    refusal is recorded too (action ``refuse``), since those figures cannot be read again.
+    InvalidArgumentError when the figures are of another version, or a gate reads
+    ``ALIAS.live.*`` while the server's production is not the version ALIAS points at.
     """
     parsed = [g if isinstance(g, Gate) else parse_gate(g) for g in gates]
     if force and not (reason and reason.strip()):
@@ -93,13 +101,50 @@ def promote(
         # An alias that points nowhere stays out: evaluate() fails its gates, naming it.
         with contextlib.suppress(NotFoundError):
             scopes[name] = registry.get(f"{candidate.name}@{name}").metrics
+    live_used = [str(o) for g in parsed for o in g.operands if o.metric.startswith(LIVE + ".")]
+    if live is not None:
+        _add_live(registry, candidate, parsed, scopes, live)
     results = [evaluate(g, scopes) for g in parsed]
     draft = PromotionResult(candidate, alias, results, None)
+    evidence = f"; {live.describe(list(dict.fromkeys(live_used)))}" if live is not None else ""
     if draft.passed:
-        why = reason or "gates passed: " + "; ".join(g.text for g in parsed)
+        why = (reason or "gates passed: " + "; ".join(g.text for g in parsed)) + evidence
         event = registry.set_alias(candidate.ref, alias, reason=why, actor=actor, action="promote")
         return PromotionResult(candidate, alias, results, event)
     if not force:
+        if live is not None:
+            failed = "; ".join(g.gate.text for g in results if not g.passed)
+            why = f"refused {candidate.ref}: gates failed: {failed}{evidence}"
+            registry.record_refusal(candidate.ref, alias, reason=why, actor=actor)
         raise PromotionRefused(draft)
     event = registry.set_alias(candidate.ref, alias, reason=reason, actor=actor, action="force")
     return PromotionResult(candidate, alias, results, event, forced=True)
+
+
+def _add_live(
+    registry: Registry,
+    candidate: ModelVersion,
+    gates: list[Gate],
+    scopes: dict[str | None, dict[str, float]],
+    live: LiveEvidence,
+) -> None:
+    """Merge the live figures into the candidate's scope and into the scope of each alias a
+    gate reads ``ALIAS.live.*`` of (production's side, when it is that alias's version)."""
+    if (live.model, live.version) != (candidate.name, candidate.version):
+        raise InvalidArgumentError(
+            f"live figures of {live.model}:{live.version} cannot gate {candidate.ref}"
+        )
+    scopes[None] = {**scopes[None], **live.candidate}
+    for name in sorted(
+        {o.alias for g in gates for o in g.operands if o.alias and o.metric.startswith(LIVE)}
+    ):
+        if name not in scopes:
+            continue  # the alias points nowhere: evaluate() says so
+        at = registry.get(f"{candidate.name}@{name}").version
+        if live.production_version != at:
+            raise InvalidArgumentError(
+                f"{live.url} serves {candidate.name} version {live.production_version} as "
+                f"production, but {candidate.name}@{name} is version {at}: its live figures "
+                f"are not {name}'s"
+            )
+        scopes[name] = {**scopes[name], **live.production}

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from servekit.bench.gates import load_gate_file, parse_gate
+from servekit.bench.live import read_live
 from servekit.bench.promote import PromotionRefused, promote
 from servekit.cli.registry import registry_option
 from servekit.errors import InvalidArgumentError
@@ -32,6 +33,13 @@ EXIT_REFUSED = 1
     default=None,
     help="A file of gates, one per line ('#' starts a comment).",
 )
+@click.option(
+    "--from-server",
+    "server_url",
+    metavar="URL",
+    default=None,
+    help="Read live.* figures of REF from a server running it as a shadow or canary.",
+)
 @click.option("--force", is_flag=True, help="Promote even if gates fail (needs --reason).")
 @click.option("--reason", default=None, help="Why; recorded in the alias audit log.")
 @registry_option
@@ -40,11 +48,17 @@ def promote_command(
     alias: str,
     gates: tuple[str, ...],
     gates_file: Path | None,
+    server_url: str | None,
     force: bool,
     reason: str | None,
     registry_dir: Path | None,
 ) -> None:
-    """Point ALIAS at REF if every gate passes; print each gate's values and verdict."""
+    """Point ALIAS at REF if every gate passes; print each gate's values and verdict.
+
+    With --from-server URL, gates may read live.* figures the server measured for REF as a
+    shadow or canary (live.agreement, live.requests, live.latency_p99_ms ...) and
+    ALIAS.live.* for production there; the audit log records the figures used, for a refusal
+    too."""
     parsed = [parse_gate(g) for g in gates]
     if gates_file is not None:
         try:
@@ -52,10 +66,13 @@ def promote_command(
         except OSError as exc:
             raise InvalidArgumentError(f"cannot read gates file {gates_file}: {exc}") from None
         parsed += load_gate_file(text)
+    reg = Registry(registry_dir, create=False)
+    live = None
+    if server_url is not None:
+        candidate = reg.get(ref)
+        live = read_live(server_url, candidate.name, candidate.version)
     try:
-        result = promote(
-            Registry(registry_dir, create=False), ref, alias, parsed, force=force, reason=reason
-        )
+        result = promote(reg, ref, alias, parsed, force=force, reason=reason, live=live)
     except PromotionRefused as refused:
         click.echo(refused.result.table())
         click.echo(f"servekit: {refused}", err=True)

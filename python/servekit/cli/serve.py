@@ -22,6 +22,14 @@ from servekit.cli.serve_env import (
     verify_models,
 )
 from servekit.serving.access import GROUP_NAMES, RestrictedApis
+from servekit.serving.candidates import (
+    CANARY,
+    DEFAULT_QUEUE_SIZE,
+    SHADOW,
+    CandidateSet,
+    CandidateSpec,
+    parse_candidate,
+)
 from servekit.serving.codecs import DEFAULT_MAX_JSON_DEPTH
 from servekit.serving.control import (
     DEFAULT_POLL_SECS,
@@ -167,6 +175,28 @@ from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
     "is tampered or any model fails to load, as Triton's --exit-on-error.",
 )
 @click.option(
+    "--shadow",
+    "shadows",
+    multiple=True,
+    metavar="NAME@ALIAS[=FRACTION]",
+    help="Copy FRACTION (default 1.0) of the model's requests to this registry version off the "
+    "response path and compare its answers (GET /v2/models/NAME/candidates); repeatable.",
+)
+@click.option(
+    "--canary",
+    "canaries",
+    multiple=True,
+    metavar="NAME@ALIAS=FRACTION",
+    help="Answer FRACTION of the model's requests from this registry version (sticky by the "
+    "canary_key parameter or servekit-canary-key header); repeatable.",
+)
+@click.option(
+    "--shadow-queue-size",
+    default=DEFAULT_QUEUE_SIZE,
+    show_default=True,
+    help="Shadow copies outstanding per shadow; beyond it they are dropped and counted.",
+)
+@click.option(
     "--drain-timeout",
     default=10.0,
     show_default=True,
@@ -269,6 +299,9 @@ def serve_command(
     alert_webhook: str | None,
     telemetry_interval: float,
     exit_on_error: bool,
+    shadows: tuple[str, ...],
+    canaries: tuple[str, ...],
+    shadow_queue_size: int,
     drain_timeout: float,
     restricted_apis: tuple[str, ...],
     max_inflight: int,
@@ -366,6 +399,15 @@ def serve_command(
         if exit_on_error:
             verify_models(source)
     grpc_options = _grpc_options(grpc, host, max_body_bytes)
+    specs = [parse_candidate(v, SHADOW) for v in shadows]
+    specs += [parse_candidate(v, CANARY) for v in canaries]
+    if specs and source is None:
+        raise click.UsageError("--shadow/--canary need the model served with --model NAME@ALIAS")
+    candidates = CandidateSet(
+        source,
+        serving_telemetry,
+        shadow_queue_size,
+    )
     sock = bind(host, port)
     try:
         plane = DataPlane(
@@ -375,6 +417,7 @@ def serve_command(
             restricted=restricted,
             control_mode=control.mode,
             strict_readiness=strict_readiness,
+            candidates=candidates,
         )
         asyncio.run(
             _main(
@@ -386,6 +429,7 @@ def serve_command(
                 control,
                 startup_grace,
                 exit_on_error,
+                specs,
                 grpc_options,
             )
         )
@@ -402,6 +446,7 @@ async def _main(
     control: ModelControl,
     startup_grace: float,
     exit_on_error: bool,
+    specs: list[CandidateSpec],
     grpc_options: GrpcOptions | None = None,
 ) -> None:
     front_end = None
@@ -419,6 +464,8 @@ async def _main(
     await require_served(plane, source, startup_grace, poll_interval)
     if source is not None:
         source.release_reports()
+    for spec in specs:
+        await plane.add_candidate(spec)
     telemetry = plane.repository.telemetry
     if telemetry is not None:
         served = {e.name for e in plane.repository.entries()}
@@ -429,7 +476,7 @@ async def _main(
                 )
 
     async def background(p: DataPlane) -> None:
-        jobs = [] if source is None else [source.follow(p, poll_interval)]
+        jobs = [] if source is None else [_follow(p, source, poll_interval)]
         if poller is not None:
             jobs.append(poller.follow(control.poll_secs))
         await asyncio.gather(*jobs)
@@ -459,3 +506,14 @@ def _grpc_options(flags: dict[str, Any], host: str, max_body_bytes: int) -> Grpc
         use_ssl_mutual=flags["grpc_use_ssl_mutual"],
         restricted=RestrictedApis.parse(flags["grpc_restricted"], "--grpc-restricted-protocol"),
     )
+
+
+async def _follow(plane: DataPlane, source: RegistrySource, interval_s: float) -> None:
+    """Follow the registry: production references, then candidate references, each poll."""
+    follow = asyncio.create_task(source.follow(plane, interval_s))
+    try:
+        while True:
+            await asyncio.sleep(interval_s)
+            await plane.refresh_candidates()
+    finally:
+        follow.cancel()

@@ -77,7 +77,8 @@ class RegisteredModel:
 @dataclass(frozen=True)
 class AliasEvent:
     """One entry of the append-only alias audit log. ``action`` is ``set``, ``promote``,
-    ``force``, ``rollback`` or ``delete``; ``previous_version`` is None when the alias was new,
+    ``force``, ``rollback``, ``delete`` or ``refuse`` (a gated promotion on live figures that
+    was refused; the alias did not move); ``previous_version`` is None when the alias was new,
     ``new_version`` None when it was deleted."""
 
     time: str

@@ -236,6 +236,21 @@ class Registry:
         )
         return event_from_row(row)
 
+    def record_refusal(
+        self, ref: str, alias: str, *, reason: str, actor: str | None = None
+    ) -> AliasEvent:
+        """Record in the alias audit log that moving ``alias`` to ``ref`` was refused (action
+        ``refuse``; the alias does not move: the event's previous and new versions are its
+        current target). Return the event. Raises NotFoundError for an unknown version and
+        InvalidArgumentError for a bad alias."""
+        row = self._core.record_refusal(
+            _str("reference", ref),
+            _str("alias", alias),
+            default_actor() if actor is None else _str("actor", actor),
+            _str("reason", reason),
+        )
+        return event_from_row(row)
+
     def delete_alias(
         self, name: str, alias: str, *, reason: str | None = None, actor: str | None = None
     ) -> AliasEvent:

@@ -17,8 +17,9 @@ from typing import Any, TypeVar
 
 from servekit import __version__
 from servekit.errors import InvalidArgumentError, NotFoundError, ServekitError, UnavailableError
-from servekit.serving import metrics
+from servekit.serving import candidate_metrics, metrics
 from servekit.serving.access import ApiGroup, HeaderLookup, RestrictedApis
+from servekit.serving.candidates import CandidateSet, CandidateSpec
 from servekit.serving.codecs import (
     DEFAULT_MAX_JSON_DEPTH,
     InferRequest,
@@ -64,10 +65,13 @@ class DataPlane:
         restricted: RestrictedApis | None = None,
         control_mode: ControlMode = ControlMode.NONE,
         strict_readiness: bool = True,
+        candidates: CandidateSet | None = None,
     ) -> None:
         self.repository = repository
         self.control_mode = control_mode
         self.strict_readiness = strict_readiness
+        #: Shadow and canary versions of the models (servekit.serving.candidates).
+        self.candidates = candidates or CandidateSet()
         self.max_json_depth = max_json_depth
         self.draining = False
         self.inflight = InflightLimit(max_inflight)
@@ -265,6 +269,7 @@ class DataPlane:
     async def close(self) -> None:
         """Close every model, letting in-flight requests finish."""
         self.draining = True
+        await self.candidates.close()
         await asyncio.gather(*(close_entry(e) for e in self.repository.entries()))
 
     # -- statistics ---------------------------------------------------------------------------
@@ -284,9 +289,11 @@ class DataPlane:
         return {"model_stats": [_model_stats(m) for m in models]}
 
     def metrics_text(self, registries: Iterable[Any]) -> bytes:
-        """Prometheus text of every served version's counters followed by ``registries``."""
+        """Prometheus text of every served version's counters followed by ``registries`` and
+        the shadow/canary series."""
         models = [m for e in self.repository.entries() for m in e.versions.values()]
-        return metrics.render(models, registries, inflight=self.inflight.in_flight)
+        text = metrics.render(models, registries, inflight=self.inflight.in_flight)
+        return text + b"\n" + candidate_metrics.render(self.candidates)
 
     # -- telemetry ----------------------------------------------------------------------------
 
@@ -302,6 +309,34 @@ class DataPlane:
         if telemetry is None:
             raise NotFoundError("telemetry is off on this server (started with --no-telemetry)")
         return telemetry.drift(model)
+
+    # -- candidates (shadow and canary) -------------------------------------------------------
+
+    def _production(self, name: str) -> ServedModel | None:
+        try:
+            return self.repository.get(name)
+        except UnavailableError:
+            return None
+
+    def candidates_report(self, name: str) -> dict[str, Any]:
+        """The live figures of the model's candidates; NotFoundError for an unknown model."""
+        return self.candidates.report(name, self._production(name))
+
+    async def add_candidate(self, spec: CandidateSpec) -> dict[str, Any]:
+        """Start a shadow or canary of a served model; return its read-out. Raises
+        NotFoundError for a model not served, InvalidArgumentError (see CandidateSet.add) and
+        the registry's errors for a reference that does not resolve."""
+        production = self._production(spec.model_name)
+        return (await self.candidates.add(spec, production)).report()
+
+    async def refresh_candidates(self) -> None:
+        """Follow the candidates' references (see CandidateSet.refresh)."""
+        production = {e.name: max(e.versions) for e in self.repository.entries() if e.versions}
+        await self.candidates.refresh(production)
+
+    async def remove_candidate(self, name: str, ref: str, role: str | None = None) -> None:
+        """Stop a model's candidate(s) of reference ``ref``; NotFoundError when none runs."""
+        await self.candidates.remove(name, ref, role)
 
     # -- inference ----------------------------------------------------------------------------
 
@@ -323,18 +358,34 @@ class DataPlane:
         )
 
     async def infer(
-        self, name: str, version: str | None, request: InferRequest, model: ServedModel | None
+        self,
+        name: str,
+        version: str | None,
+        request: InferRequest,
+        model: ServedModel | None,
+        *,
+        sticky_key: str | None = None,
     ) -> InferResponse:
         """Run a decoded request; return the response with the requested outputs (those
         asked in shared memory written to their regions, which are looked up before the model
-        runs: a region unregistered meanwhile still receives its output)."""
+        runs: a region unregistered meanwhile still receives its output).
+
+        A request naming no version may be answered by a canary (the response's version says
+        which; ``sticky_key`` makes the choice stable); shadows get a copy after production
+        answered. Raises what the answering model raises."""
         model = model or self.repository.get(name, version)
         targets = {
             o.name: (self.shared_memory.get(o.shm[0]), o.shm[1], o.shm[2])
             for o in request.outputs or ()
             if o.shm is not None
         }
-        outputs = await model.infer(request)
+        routing = self.candidates.routing(name)
+        if routing is None:
+            outputs = await model.infer(request)
+        else:
+            outputs, model = await routing.infer(
+                model, request, named_version=bool(version), sticky_key=sticky_key
+            )
         default = request.binary_output
         if request.outputs is None:
             chosen = [(n, outputs[n], default) for n in model.output_names]
@@ -377,10 +428,13 @@ class DataPlane:
         version: str | None,
         decode: Callable[[ServedModel], InferRequest],
         encode: Callable[[InferResponse], T],
+        *,
+        sticky_key: str | None = None,
     ) -> T:
         """Decode, run and encode one request with an adapter's ``decode`` (given the model)
         and ``encode``; record the decode and encode times. A decode failure is counted as a
-        failed request. Raises servekit's typed errors."""
+        failed request. ``sticky_key`` keeps a caller on one canary or production version.
+        Raises servekit's typed errors."""
         model = self.repository.get(name, version)
         start = time.perf_counter_ns()
         try:
@@ -389,14 +443,21 @@ class DataPlane:
             model.stats.record_failure(time.perf_counter_ns() - start, "OTHER")
             raise exc from None
         decoded = time.perf_counter_ns()
-        response = await self.infer(name, version, request, model)
+        response = await self.infer(name, version, request, model, sticky_key=sticky_key)
         encode_start = time.perf_counter_ns()
         encoded = encode(response)
-        model.stats.record_io(decoded - start, time.perf_counter_ns() - encode_start)
+        if response.model_version == str(model.version):  # a canary's answer is not production's
+            model.stats.record_io(decoded - start, time.perf_counter_ns() - encode_start)
         return encoded
 
     async def infer_body(
-        self, name: str, version: str | None, body: bytes, header_length: int | None
+        self,
+        name: str,
+        version: str | None,
+        body: bytes,
+        header_length: int | None,
+        *,
+        sticky_key: str | None = None,
     ) -> tuple[bytes, int | None]:
         """Decode, run and encode one HTTP request body; return the response body and the
         length of its JSON header (None when the body is all JSON). Raises servekit's typed
@@ -406,6 +467,7 @@ class DataPlane:
             version,
             lambda model: self.decode(model, body, header_length),
             encode_response,
+            sticky_key=sticky_key,
         )
 
 

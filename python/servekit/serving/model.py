@@ -55,6 +55,11 @@ class _TimedRunner:
         self._stats.record_execution(rows, _now() - start)
         return outputs
 
+    def terminate(self) -> None:
+        stop = getattr(self._runner, "terminate", None)
+        if stop is not None:
+            stop()
+
 
 class ServedModel:
     """A loaded model version ready to infer.
@@ -245,14 +250,17 @@ class ServedModel:
         outputs = self._runner.run(inputs)
         return outputs, waited, _now() - started
 
-    async def close(self, timeout_s: float = 30.0) -> None:
+    async def close(self, timeout_s: float = 30.0, *, abort: bool = False) -> None:
         """Refuse new requests and let the queued and running ones finish (the batcher's
-        drain is bounded by ``timeout_s``)."""
+        drain is bounded by ``timeout_s``). With ``abort`` the queued requests fail and the
+        running ones are stopped where the runner can (ONNX Runtime's terminate flag)."""
         self._closed = True
+        if abort:
+            self._runner.terminate()
         if self._batcher is not None:
-            await asyncio.to_thread(self._batcher.close, drain=True, timeout_s=timeout_s)
+            await asyncio.to_thread(self._batcher.close, drain=not abort, timeout_s=timeout_s)
         if self._executor is not None:
-            await asyncio.to_thread(self._executor.shutdown, wait=True)
+            await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=abort)
 
 
 def _failure_reason(exc: ServekitError) -> str:

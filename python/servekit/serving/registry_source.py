@@ -25,6 +25,7 @@ from servekit.serving.repository import (
 
 if TYPE_CHECKING:
     from servekit.registry import Registry
+    from servekit.registry.records import ModelVersion
     from servekit.serving.dataplane import DataPlane
 
 log = logging.getLogger("servekit.serving")
@@ -82,25 +83,42 @@ class RegistrySource:
             return entry
         self._unresolved.pop(name, None)
         try:
-            model_file = self.registry.model_file(version.ref, verify=True)
-            config = triton_config(version, model_file, self.batching)
-            runner = make_runner(model_file, config, self.runner_options)
-            served = ServedModel(name, version.version, config, runner)
-            # Packaged variants are directory artifacts holding their reference profile
-            # (covered by the digest verified above).
-            artifact = self.registry.artifact_path(version.ref, verify=False)
-            profile = artifact / PROFILE_FILE
-            served.reference_profile_path = profile if profile.is_file() else None
-            entry.config = config
+            served = self._load(version)
+            entry.config = served.config
             entry.versions[version.version] = served
         except ServekitError as exc:
             entry.failed[version.version] = str(exc)
             self._report(f"{version.ref} refused: {exc}")
         return entry
 
-    def resolve(self, name: str) -> int:
-        """The version the model's reference names now (blocking)."""
-        return self.registry.get(self.refs[name]).version
+    def _load(self, version: ModelVersion) -> ServedModel:
+        model_file = self.registry.model_file(version.ref, verify=True)
+        config = triton_config(version, model_file, self.batching)
+        runner = make_runner(model_file, config, self.runner_options)
+        served = ServedModel(version.name, version.version, config, runner)
+        # Packaged variants are directory artifacts holding their reference profile (covered
+        # by the digest verified above).
+        artifact = self.registry.artifact_path(version.ref, verify=False)
+        profile = artifact / PROFILE_FILE
+        served.reference_profile_path = profile if profile.is_file() else None
+        return served
+
+    def load_candidate(self, ref: str) -> ServedModel:
+        """Resolve, verify and load the version ``ref`` names now (blocking), for a shadow or
+        canary of a model this source serves. Raises InvalidArgumentError when the model is not
+        served from the registry, and the registry's or the model's errors otherwise."""
+        name = model_name_of(ref)
+        if name not in self.refs:
+            raise InvalidArgumentError(
+                f"candidate {ref}: model '{name}' is not served from the registry (serve it "
+                f"with --model {name}@ALIAS)"
+            )
+        return self._load(self.registry.get(ref))
+
+    def resolve(self, name_or_ref: str) -> int:
+        """The version a served model's reference (given its name), or a reference, names now
+        (blocking)."""
+        return self.registry.get(self.refs.get(name_or_ref, name_or_ref)).version
 
     def _log_unresolved(self, name: str, exc: ServekitError) -> None:
         if self._unresolved.get(name) != str(exc):
@@ -155,6 +173,7 @@ class RegistrySource:
         self._unresolved.pop(name, None)
         if wanted == self.serving.get(name):
             return
+        plane.candidates.release(name, wanted)  # a candidate at that version goes idle
         entry = await asyncio.to_thread(self.build, name)
         if not entry.versions and self.serving.get(name) is not None:
             log.error("%s moved to version %d, which did not load; still serving version %d",

@@ -87,6 +87,8 @@ class OnnxRunner:
             )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise InvalidArgumentError(f"cannot load ONNX model {path}: {exc}") from None
+        # One RunOptions shared by every run: terminate() stops them all at once.
+        self._run_options = ort.RunOptions()
         self.device = device
         self.providers = self._session.get_providers()
         self._output_names = [o.name for o in self._session.get_outputs()]
@@ -109,6 +111,11 @@ class OnnxRunner:
 
         return Signature(specs(self._session.get_inputs()), specs(self._session.get_outputs()))
 
+    def terminate(self) -> None:
+        """Make the runs in progress, and every later one, fail at once with InferenceError
+        (for a model closed without finishing its work, such as a hung shadow)."""
+        self._run_options.terminate = True
+
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the model; return every output by name.
 
@@ -121,7 +128,7 @@ class OnnxRunner:
                 if name in inputs:
                     inputs[name] = _as_strings(name, inputs[name])
         try:
-            outputs = self._session.run(self._output_names, inputs)
+            outputs = self._session.run(self._output_names, inputs, self._run_options)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise InferenceError(f"onnxruntime: {exc}") from None
         return dict(zip(self._output_names, outputs, strict=True))

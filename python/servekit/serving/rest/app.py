@@ -26,9 +26,11 @@ from starlette.routing import Route
 from servekit.errors import InvalidArgumentError, ServekitError, UnimplementedError
 from servekit.serving import metrics
 from servekit.serving.access import header_lookup, http_api_group
+from servekit.serving.candidates import STICKY_HEADER
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.errors import DEFAULT_MAX_BODY_BYTES, http_status, internal_error_message
 from servekit.serving.rest import encoding
+from servekit.serving.rest.candidates import add_candidate_routes
 
 log = logging.getLogger("servekit.serving")
 
@@ -62,6 +64,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+_STICKY_HEADER = STICKY_HEADER.encode()
 _INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 
 
@@ -98,7 +101,7 @@ class InferFastPath:
     async def _infer(
         self, model: str, version: str | None, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        declared = header_length = coding = accept = None
+        declared = header_length = coding = accept = sticky = None
         for key, value in scope["headers"]:
             if key == b"content-length":
                 declared = value
@@ -108,6 +111,8 @@ class InferFastPath:
                 coding = value
             elif key == b"accept-encoding":
                 accept = value
+            elif key == _STICKY_HEADER:
+                sticky = value.decode(errors="replace")
         headers: list[tuple[bytes, bytes]]
         try:
             body = await _receive_body(receive, declared, self.max_body_bytes)
@@ -118,7 +123,11 @@ class InferFastPath:
                     " is not an integer"
                 )
             content, json_length = await self.plane.infer_body(
-                model, version, body, None if header_length is None else int(header_length)
+                model,
+                version,
+                body,
+                None if header_length is None else int(header_length),
+                sticky_key=sticky,
             )
             status = 200
             if json_length is None:
@@ -313,6 +322,7 @@ def create_app(plane: DataPlane, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
         await plane.unload(model)
         return Response(status_code=200)
 
+    add_candidate_routes(app, plane, lambda request: _json_body(request, max_body_bytes))
     return InferFastPath(app, plane, max_body_bytes)
 
 
