@@ -221,4 +221,10 @@ async def _main(
     if source is None:
         await serve(plane, sock, options)
         return
-    await serve(plane, sock, options, background=lambda p: source.follow(p, poll_interval))
+    await serve(
+        plane,
+        sock,
+        options,
+        background=lambda p: source.follow(p, poll_interval),
+        registry=source.registry,
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -24,6 +24,10 @@ from servekit.errors import InvalidArgumentError, ServekitError
 from servekit.serving import metrics
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.errors import DEFAULT_MAX_BODY_BYTES, http_status
+from servekit.ui import UiSources, mount_ui
+
+if TYPE_CHECKING:
+    from servekit.registry import Registry
 
 log = logging.getLogger("servekit.serving")
 
@@ -139,9 +143,15 @@ async def _receive_body(receive: Receive, declared: bytes | None, limit: int) ->
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def create_app(plane: DataPlane, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> InferFastPath:
+def create_app(
+    plane: DataPlane,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    registry: Registry | None = None,
+) -> InferFastPath:
     """Build the ASGI application serving ``plane``: the infer fast path in front of a
-    FastAPI application with every other route."""
+    FastAPI application with every other route, the dashboard (reading ``registry`` too when
+    given) among them."""
     app = FastAPI(title="servekit", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(ServekitError)
@@ -247,6 +257,7 @@ def create_app(plane: DataPlane, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
         await plane.unload(model)
         return Response(status_code=200)
 
+    mount_ui(app, UiSources(plane, registry))
     return InferFastPath(app, plane, max_body_bytes)
 
 

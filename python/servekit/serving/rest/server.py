@@ -13,6 +13,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -20,6 +21,9 @@ from servekit.errors import UnavailableError
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.errors import DEFAULT_MAX_BODY_BYTES
 from servekit.serving.rest.app import create_app
+
+if TYPE_CHECKING:
+    from servekit.registry import Registry
 
 log = logging.getLogger("servekit.serving")
 
@@ -93,12 +97,14 @@ async def serve(
     options: ServerOptions,
     *,
     background: Callable[[DataPlane], Awaitable[None]] | None = None,
+    registry: Registry | None = None,
 ) -> None:
     """Serve ``plane`` on the bound ``sock`` until SIGTERM/SIGINT, then drain within
     ``options.drain_timeout_s``. ``background`` runs alongside (e.g. registry polling) and is
-    cancelled at shutdown. The repository's telemetry, if any, is evaluated on its timer while
-    serving and stopped (timer and alert dispatcher) after the drain."""
-    app = create_app(plane, max_body_bytes=options.max_body_bytes)
+    cancelled at shutdown; the dashboard reads ``registry`` when given. The repository's
+    telemetry, if any, is evaluated on its timer while serving and stopped (timer and alert
+    dispatcher) after the drain."""
+    app = create_app(plane, max_body_bytes=options.max_body_bytes, registry=registry)
     config = uvicorn.Config(
         app,
         log_level="warning",
