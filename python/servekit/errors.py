@@ -19,6 +19,11 @@ from servekit._core import (
 )
 
 
+class ForbiddenError(ServekitError):
+    """The request is for a restricted API and lacks the header that opens it (HTTP 403,
+    gRPC UNAVAILABLE, as Triton); the message names the header expected."""
+
+
 class PackagingError(ServekitError):
     """Packaging a model failed (an export, a conversion or a training step went wrong)."""
 
@@ -38,6 +43,7 @@ class ParityError(PackagingError):
 
 __all__ = [
     "ConflictError",
+    "ForbiddenError",
     "InferenceError",
     "IntegrityError",
     "InvalidArgumentError",

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import click
 
+from servekit.serving.access import GROUP_NAMES, RestrictedApis
 from servekit.serving.codecs import DEFAULT_MAX_JSON_DEPTH
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.errors import DEFAULT_MAX_BODY_BYTES
 from servekit.serving.export import BatchingOptions
+from servekit.serving.inflight import DEFAULT_MAX_INFLIGHT
 from servekit.serving.registry_source import RegistrySource
 from servekit.serving.repository import ModelRepository, RunnerOptions
 from servekit.serving.rest.server import ServerOptions, bind, serve
@@ -121,6 +123,22 @@ from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
     show_default=True,
     help="Seconds in-flight requests get to finish at shutdown.",
 )
+# -- exposure: access control and limits (issue 11) ------------------------------------------
+@click.option(
+    "--http-restricted-api",
+    "restricted_apis",
+    multiple=True,
+    metavar="API[,API...]:KEY=VALUE",
+    help="Serve the APIs only to requests with header KEY: VALUE (Triton's flag); repeatable. "
+    f"APIs: {', '.join(GROUP_NAMES)}.",
+)
+@click.option(
+    "--max-inflight",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_INFLIGHT,
+    show_default=True,
+    help="Requests in flight at once (health and metrics excepted); past it: 503 at once.",
+)
 def serve_command(
     model_repo: Path | None,
     registry: Path | None,
@@ -141,6 +159,8 @@ def serve_command(
     alert_webhook: str | None,
     telemetry_interval: float,
     drain_timeout: float,
+    restricted_apis: tuple[str, ...],
+    max_inflight: int,
 ) -> None:
     """Serve a model repository and/or registry models over the KServe v2 / Triton protocol.
 
@@ -165,6 +185,7 @@ def serve_command(
         raise click.UsageError("give --model-repo DIR, --model NAME@ALIAS, or both")
     if registry is not None and not models:
         raise click.UsageError("--registry needs at least one --model NAME@ALIAS")
+    restricted = RestrictedApis.parse(restricted_apis)
     options = ServerOptions(host, port, max_body_bytes, drain_timeout)
     runner_options = RunnerOptions(device=device, threads=threads)
     tel_flags = reference_profiles or alert_webhook or slo_p99_ms or drift_window_seconds
@@ -194,7 +215,12 @@ def serve_command(
         )
     sock = bind(host, port)
     try:
-        plane = DataPlane(repository, max_json_depth=max_json_depth)
+        plane = DataPlane(
+            repository,
+            max_json_depth=max_json_depth,
+            max_inflight=max_inflight,
+            restricted=restricted,
+        )
         asyncio.run(_main(plane, source, sock, options, poll_interval))
     finally:
         sock.close()

@@ -8,12 +8,14 @@ gives their status code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
 
 from servekit import __version__
 from servekit.errors import InvalidArgumentError, NotFoundError, ServekitError, UnavailableError
+from servekit.serving.access import ApiGroup, HeaderLookup, RestrictedApis
 from servekit.serving.codecs import (
     DEFAULT_MAX_JSON_DEPTH,
     InferRequest,
@@ -23,6 +25,7 @@ from servekit.serving.codecs import (
     encode_response,
 )
 from servekit.serving.config import config_to_dict, parse_json_config, validate_config
+from servekit.serving.inflight import DEFAULT_MAX_INFLIGHT, InflightLimit
 from servekit.serving.model import ServedModel
 from servekit.serving.repository import ModelEntry, ModelRepository, close_entry
 
@@ -44,12 +47,39 @@ class DataPlane:
     and statistics."""
 
     def __init__(
-        self, repository: ModelRepository, *, max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+        self,
+        repository: ModelRepository,
+        *,
+        max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
+        max_inflight: int | None = DEFAULT_MAX_INFLIGHT,
+        restricted: RestrictedApis | None = None,
     ) -> None:
         self.repository = repository
         self.max_json_depth = max_json_depth
         self.draining = False
+        self.inflight = InflightLimit(max_inflight)
+        self.restricted = restricted or RestrictedApis()
         self._load_lock = asyncio.Lock()
+
+    # -- admission: every front end calls these before serving a request --------------------
+
+    def authorize(self, group: ApiGroup | None, lookup: HeaderLookup) -> None:
+        """Allow a request of API ``group`` whose headers (or gRPC metadata) ``lookup`` reads.
+
+        Raises ForbiddenError when the group is restricted and the header is missing or wrong.
+        """
+        self.restricted.check(group, lookup)
+
+    def admit(self, group: ApiGroup | None) -> contextlib.AbstractContextManager[None]:
+        """A context holding one of the server's in-flight slots while the request runs.
+
+        Health and metrics requests hold none (probes and scrapes must answer on a saturated
+        server). Entering raises QueueFullError ("Exceeds maximum queue size") when every slot
+        is taken.
+        """
+        if group in (ApiGroup.HEALTH, ApiGroup.METRICS):
+            return contextlib.nullcontext()
+        return self.inflight.slot()
 
     # -- health and metadata ----------------------------------------------------------------
 

@@ -79,12 +79,24 @@ def _extra(label: str, value: str) -> str:
 
 
 def render(
-    models: Iterable[ServedModel], registries: Iterable[CollectorRegistry] = (REGISTRY,)
+    models: Iterable[ServedModel],
+    registries: Iterable[CollectorRegistry] = (REGISTRY,),
+    *,
+    inflight: int | None = None,
 ) -> bytes:
     """Prometheus text for ``models`` followed by the collectors of ``registries`` (by default
-    prometheus_client's default registry; the server adds its telemetry gauges' registry)."""
+    prometheus_client's default registry; the server adds its telemetry gauges' registry).
+    ``inflight``, when given, is the server's requests in flight
+    (``servekit_inflight_requests``)."""
     models = list(models)
     lines: list[str] = []
+    if inflight is not None:
+        name = "servekit_inflight_requests"
+        lines += [
+            f"# HELP {name} Requests holding one of the server's --max-inflight slots",
+            f"# TYPE {name} gauge",
+            f"{name} {inflight}",
+        ]
     for name, help_text, value in _COUNTERS:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
         lines += [f"{name}{{{_labels(m)}}} {value(m.stats)}" for m in models]

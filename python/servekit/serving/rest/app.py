@@ -9,6 +9,7 @@ status mapping.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -22,6 +23,7 @@ from starlette.routing import Route
 
 from servekit.errors import InvalidArgumentError, ServekitError
 from servekit.serving import metrics
+from servekit.serving.access import header_lookup, http_api_group
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.errors import DEFAULT_MAX_BODY_BYTES, http_status
 from servekit.ui import UiSources, mount_ui
@@ -63,7 +65,9 @@ _INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 
 
 class InferFastPath:
-    """ASGI application: ``POST .../infer`` handled directly, everything else by ``app``."""
+    """ASGI application: admission first (restricted APIs, the in-flight limit: the data
+    plane decides both, for every route), then ``POST .../infer`` handled directly and
+    everything else by ``app``."""
 
     def __init__(self, app: FastAPI, plane: DataPlane, max_body_bytes: int) -> None:
         self.app = app
@@ -71,12 +75,24 @@ class InferFastPath:
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            match = _INFER_PATH.match(scope["path"])
-            if match is not None:
-                await self._infer(match[1], match[2], scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        group = http_api_group(scope["method"], scope["path"])
+        with contextlib.ExitStack() as admitted:
+            try:
+                self.plane.authorize(group, header_lookup(scope["headers"]))
+                admitted.enter_context(self.plane.admit(group))
+            except ServekitError as exc:
+                response = error_response(exc)
+                await _send(send, response.status_code, bytes(response.body), [_JSON_TYPE])
                 return
-        await self.app(scope, receive, send)
+            if scope["method"] == "POST":
+                match = _INFER_PATH.match(scope["path"])
+                if match is not None:
+                    await self._infer(match[1], match[2], scope, receive, send)
+                    return
+            await self.app(scope, receive, send)
 
     async def _infer(
         self, model: str, version: str | None, scope: Scope, receive: Receive, send: Send
@@ -100,7 +116,7 @@ class InferFastPath:
             )
             status = 200
             if json_length is None:
-                headers = [(b"content-type", b"application/json")]
+                headers = [_JSON_TYPE]
             else:
                 headers = [
                     (b"content-type", b"application/octet-stream"),
@@ -109,10 +125,20 @@ class InferFastPath:
         except Exception as exc:  # every failure becomes a JSON error response
             response = error_response(exc)
             status, content = response.status_code, bytes(response.body)
-            headers = [(b"content-type", b"application/json")]
-        headers.append((b"content-length", str(len(content)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": content})
+            headers = [_JSON_TYPE]
+        await _send(send, status, content, headers)
+
+
+_JSON_TYPE = (b"content-type", b"application/json")
+
+
+async def _send(
+    send: Send, status: int, content: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    """Send a whole response (``headers`` gains its content-length)."""
+    headers.append((b"content-length", str(len(content)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
 
 
 async def _receive_body(receive: Receive, declared: bytes | None, limit: int) -> bytes:
@@ -168,7 +194,8 @@ def create_app(
 
     async def prometheus(_request: Request) -> Response:
         models = [m for e in plane.repository.entries() for m in e.versions.values()]
-        return Response(metrics.render(models, registries), media_type=metrics.CONTENT_TYPE)
+        text = metrics.render(models, registries, inflight=plane.inflight.in_flight)
+        return Response(text, media_type=metrics.CONTENT_TYPE)
 
     app.router.routes.append(Route("/metrics", prometheus, methods=["GET"]))
 
