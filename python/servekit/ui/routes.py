@@ -14,6 +14,12 @@ JSON routes (all ``GET``; errors are ``{"error": ...}`` with servekit's status m
 
 Routes that would re-hash artifacts or read the registry run on worker threads; those reading
 the data plane run on the event loop, where the data plane's state changes.
+
+Restricted APIs (``--http-restricted-api``): each route shows the data of Triton API groups
+(:data:`ROUTE_GROUPS`) and is refused with the data plane's 403 unless the request carries the
+header of every restricted group among them; the page asks for the header's value and sends
+it. ``/v2/ui/info`` names, per page, the restricted groups and their header names (never a
+value): what the 403 message would say anyway.
 """
 
 from __future__ import annotations
@@ -24,12 +30,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from servekit.errors import NotFoundError
+from servekit.serving.access import ApiGroup, header_lookup
 from servekit.ui.drift_view import drift_view
 from servekit.ui.live import LiveSampler
 from servekit.ui.registry_view import compare_view, models_view
@@ -41,6 +48,15 @@ if TYPE_CHECKING:
 
 STATIC = Path(__file__).parent / "static"
 PAGES = ("models", "compare", "live", "drift")
+#: The API groups whose data each JSON route shows: registry and served model metadata (with
+#: served configs) on Models, registry metadata on Compare, statistics on Live and Drift (the
+#: drift route is a statistic too).
+ROUTE_GROUPS: dict[str, tuple[ApiGroup, ...]] = {
+    "models": (ApiGroup.METADATA, ApiGroup.MODEL_CONFIG),
+    "compare": (ApiGroup.METADATA,),
+    "live": (ApiGroup.STATISTICS,),
+    "drift": (ApiGroup.STATISTICS,),
+}
 
 
 @dataclass
@@ -68,6 +84,21 @@ def ui_router(sources: UiSources) -> APIRouter:
             )
         return sources.plane
 
+    def authorize(route: str, request: Request) -> None:
+        # The data plane decides (ForbiddenError, 403); a dashboard without one restricts none.
+        if sources.plane is not None:
+            lookup = header_lookup(request.scope["headers"])
+            for group in ROUTE_GROUPS[route]:
+                sources.plane.authorize(group, lookup)
+
+    def locks() -> dict[str, list[dict[str, str]]]:
+        restricted = sources.plane.restricted if sources.plane is not None else None
+        out: dict[str, list[dict[str, str]]] = {}
+        for route, groups in ROUTE_GROUPS.items():
+            found = [(g, restricted.restriction(g)) for g in groups] if restricted else []
+            out[route] = [{"group": g.value, "header": r.key} for g, r in found if r]
+        return out
+
     def registry() -> Registry:
         if sources.registry is None:
             raise NotFoundError(
@@ -78,7 +109,8 @@ def ui_router(sources: UiSources) -> APIRouter:
 
     @router.get("/info")
     async def info() -> Response:
-        """Registry root (or null), whether models are served, and the pages available."""
+        """Registry root (or null), whether models are served, the pages available, and per
+        page the restricted API groups it reads with the header each expects."""
         has_plane, has_registry = sources.plane is not None, sources.registry is not None
         return _json(
             {
@@ -91,15 +123,17 @@ def ui_router(sources: UiSources) -> APIRouter:
                     or (p == "compare" and has_registry)
                     or p == "models"
                 ],
+                "restricted": locks(),
             }
         )
 
     @router.get("/models")
-    async def models() -> Response:
+    async def models(request: Request) -> Response:
         """``registry``: every registered model with versions (digest, verification, signature,
         metrics, tags, aliases), alias history and lineage graph (null without a registry);
         ``served``: every served model with its versions' states and its config (null when
         no models are served)."""
+        authorize("models", request)
         registered = (
             await asyncio.to_thread(models_view, sources.registry)
             if sources.registry is not None
@@ -109,26 +143,30 @@ def ui_router(sources: UiSources) -> APIRouter:
         return _json({"registry": registered, "served": served})
 
     @router.get("/compare/{model}")
-    async def compare(model: str) -> Response:
+    async def compare(model: str, request: Request) -> Response:
         """The model's lineages: every variant's size, load time, per-batch-size latency
         p50/p90/p99 and throughput, quality and agreement, as logged by servekit bench; the
         Pareto chart points; the last promotion with its gates. 404 for an unknown model."""
+        authorize("compare", request)
         return _json(await asyncio.to_thread(compare_view, registry(), model))
 
     @router.get("/live")
-    async def live() -> Response:
+    async def live(request: Request) -> Response:
         """Per served version: request, error and batch figures, latency quantiles (ms) and
         the sampled series (one sample per second at most, taken when this route is read)."""
         plane()
+        authorize("live", request)
         assert sampler is not None  # created with the plane
         return _json({"models": sampler.view()})
 
     @router.get("/drift")
-    async def drift() -> Response:
+    async def drift(request: Request) -> Response:
         """Per served version: the drift report (the drift route's body) or why there is none,
         per feature the reference and window histograms, the predictions' histograms; the
         alert log."""
-        return _json(drift_view(plane()))
+        served = plane()
+        authorize("drift", request)
+        return _json(drift_view(served))
 
     @router.get("/openapi.json", include_in_schema=False)
     async def openapi() -> Response:

@@ -293,9 +293,15 @@ function bindDrift() {
 
 // -- Restricted APIs, routing -------------------------------------------------------------
 
-function lockBox(err) {
+function lockBox(err, name) {
   const header = err.header;
-  return `<div class="lock" id="lock"><b>🔒 Locked:</b> ${esc(err.message)}${header ? `
+  const groups = ((info && info.restricted && info.restricted[name]) || [])
+    .filter((g) => !header || g.header === header).map((g) => g.group);
+  const sent = header && Object.prototype.hasOwnProperty.call(savedHeaders(), header);
+  return `<div class="lock" id="lock" data-groups="${esc(groups.join(","))}"><b>🔒 Locked:</b>
+    ${groups.length ? `the restricted API group${groups.length > 1 ? "s" : ""} <b>${
+      esc(groups.join(", "))}</b> of this page` : "this page"}: ${esc(err.message)}${
+      sent ? " (the value entered was refused)" : ""}${header ? `
     <form id="unlock"><label>value of header <code>${esc(header)}</code>
     <input id="unlock-value" type="password" autocomplete="off"></label>
     <button type="submit">Unlock</button></form>` : ""}</div>`;
@@ -340,7 +346,7 @@ async function show() {
   } catch (err) {
     page.dataset.page = name;
     if (err instanceof Locked) {
-      page.innerHTML = lockBox(err);
+      page.innerHTML = lockBox(err, name);
       bindLock(err.header);
     } else {
       page.innerHTML = `<div class="error" id="error">${esc(err.message)}</div>`;
