@@ -298,7 +298,7 @@ function lockBox(err, name) {
   const groups = ((info && info.restricted && info.restricted[name]) || [])
     .filter((g) => !header || g.header === header).map((g) => g.group);
   const sent = header && Object.prototype.hasOwnProperty.call(savedHeaders(), header);
-  return `<div class="lock" id="lock" data-groups="${esc(groups.join(","))}"><b>🔒 Locked:</b>
+  return `<div class="lock" id="lock" data-groups="${esc(groups.join(","))}"><b>Locked:</b>
     ${groups.length ? `the restricted API group${groups.length > 1 ? "s" : ""} <b>${
       esc(groups.join(", "))}</b> of this page` : "this page"}: ${esc(err.message)}${
       sent ? " (the value entered was refused)" : ""}${header ? `
