@@ -117,6 +117,18 @@ def poll(base: str, stop_event: threading.Event) -> None:
             resp.read()
 
 
+def route_ms(base: str, route: str, calls: int = 30) -> float:
+    """Median milliseconds of one GET of a dashboard JSON route (sequential, idle server):
+    a page refreshing every second costs the server this share of one core per second."""
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        with urllib.request.urlopen(f"{base}{route}", timeout=10) as resp:
+            resp.read()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 s per point, 3 rounds")
@@ -145,6 +157,7 @@ def main() -> None:
             driver = chrome()
             driver.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": True})
             loads = {p: [measure_page(driver, base, p) for _ in range(3)] for p in PAGES}
+            routes = {r: route_ms(base, r) for r in ("/v2/ui/live", "/v2/ui/drift")}
             driver.get("about:blank")
             x = np.random.default_rng(1).random((1, 64), dtype=np.float32)
             body, headers = request_bodies(x, tmp, "digits")["binary"]
@@ -191,6 +204,9 @@ def main() -> None:
         print(f"| {p} | {row['bytes']:,.0f} | {row['requests']} | "
               f"{row['first_render_ms_median']:.0f} ({min(renders):.0f}-"
               f"{max(renders):.0f}) |")  # fmt: skip
+    print()
+    for r, ms in routes.items():
+        print(f"GET {r}: {ms:.2f} ms median (idle server, sequential)")
     median = {m: statistics.median(r["rps"] for r in runs if r["mode"] == m) for m in MODES}
     spread = {m: [f(r["rps"] for r in runs if r["mode"] == m) for f in (min, max)] for m in MODES}
     print("\n| mode | median req/s (min-max) | vs none |")
@@ -214,6 +230,7 @@ def main() -> None:
             "duration_s": duration,
             "rounds": rounds,
             "pages": pages,
+            "route_ms": routes,
             "runs": runs,
             "median_rps": median,
             "ratio_page_none": median["page"] / median["none"],

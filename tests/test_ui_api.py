@@ -38,10 +38,10 @@ def repo_server():
 def test_repository_server_lists_served_models_with_configs(repo_server):
     url = f"http://{repo_server.url}"
     status, info = get(f"{url}/v2/ui/info")
-    assert status == 200 and info["registry"] is None and info["serving"]
+    assert status == 200 and info["registry"] is False and info["serving"]
     assert info["pages"] == ["models", "live", "drift"]
     status, body = get(f"{url}/v2/ui/models")
-    assert status == 200 and body["registry"] is None
+    assert status == 200 and body["registry"] is None and body["registry_root"] is None
     served = {m["name"]: m for m in body["served"]}
     assert set(served) == {"digits", "digits_int8"}
     digits = served["digits"]
@@ -88,8 +88,9 @@ def test_drift_without_a_profile_says_why(repo_server):
 
 def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(repo_server):
     url = f"http://{repo_server.url}"
-    status, body = get(f"{url}/v2/ui/compare/digits")
-    assert status == 404 and "no registry" in body["error"]
+    for route in ("compare", "compare/digits"):
+        status, body = get(f"{url}/v2/ui/{route}")
+        assert status == 404 and "no registry" in body["error"]
     status, page = get(f"{url}/ui/")
     assert status == 200 and b"servekit dashboard" in page
     status, _ = get(f"{url}/ui/static/nosuch.js")
@@ -105,6 +106,7 @@ def test_openapi_documents_every_json_route(repo_server):
     assert set(doc["paths"]) == {
         "/v2/ui/info",
         "/v2/ui/models",
+        "/v2/ui/compare",
         "/v2/ui/compare/{model}",
         "/v2/ui/live",
         "/v2/ui/drift",

@@ -190,7 +190,7 @@ def test_restricted_server_shows_the_lock_and_opens_with_the_header(registry, dr
     try:
         url = f"http://{proc.url}"
         # No bypass: the JSON routes answer Triton's 403 without the header.
-        for route in ("models", "compare/digits", "live", "drift"):
+        for route in ("models", "compare", "compare/digits", "live", "drift"):
             status, body = get_json(f"{url}/v2/ui/{route}")
             assert (status, body) == (
                 403,

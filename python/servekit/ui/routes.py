@@ -2,9 +2,10 @@
 
 JSON routes (all ``GET``; errors are ``{"error": ...}`` with servekit's status mapping):
 
-- ``/v2/ui/info``: what this server can show (registry root, whether it serves models);
+- ``/v2/ui/info``: what this server can show (a registry, served models, restricted groups);
 - ``/v2/ui/models``: registered models (versions, aliases and their history, lineage) and the
   served models with their configs;
+- ``/v2/ui/compare``: the names of the registered models;
 - ``/v2/ui/compare/{model}``: the model's lineages with every variant's bench figures, the
   Pareto chart data and the last promotion's gates;
 - ``/v2/ui/live``: per served version, totals, errors by reason and status, batch sizes,
@@ -109,12 +110,12 @@ def ui_router(sources: UiSources) -> APIRouter:
 
     @router.get("/info")
     async def info() -> Response:
-        """Registry root (or null), whether models are served, the pages available, and per
-        page the restricted API groups it reads with the header each expects."""
+        """Whether a registry is read and models are served, the pages available, and per page
+        the restricted API groups it reads with the header each expects (never a value)."""
         has_plane, has_registry = sources.plane is not None, sources.registry is not None
         return _json(
             {
-                "registry": str(sources.registry.root) if has_registry else None,
+                "registry": has_registry,
                 "serving": has_plane,
                 "pages": [
                     p
@@ -129,8 +130,9 @@ def ui_router(sources: UiSources) -> APIRouter:
 
     @router.get("/models")
     async def models(request: Request) -> Response:
-        """``registry``: every registered model with versions (digest, verification, signature,
-        metrics, tags, aliases), alias history and lineage graph (null without a registry);
+        """``registry_root`` and ``registry``: every registered model with versions (digest,
+        verification, signature, metrics, tags, aliases), alias history and lineage graph
+        (null without a registry);
         ``served``: every served model with its versions' states and its config (null when
         no models are served)."""
         authorize("models", request)
@@ -140,7 +142,16 @@ def ui_router(sources: UiSources) -> APIRouter:
             else None
         )
         served = served_view(sources.plane) if sources.plane is not None else None
-        return _json({"registry": registered, "served": served})
+        root = str(sources.registry.root) if sources.registry is not None else None
+        return _json({"registry_root": root, "registry": registered, "served": served})
+
+    @router.get("/compare")
+    async def compare_index(request: Request) -> Response:
+        """``models``: the names of the registered models, for choosing one to compare."""
+        authorize("compare", request)
+        reg = registry()
+        names = await asyncio.to_thread(lambda: [m.name for m in reg.list_models()])
+        return _json({"models": names})
 
     @router.get("/compare/{model}")
     async def compare(model: str, request: Request) -> Response:

@@ -108,7 +108,7 @@ async function models() {
   const data = await api("models");
   const parts = [];
   if (data.registry !== null) {
-    parts.push(`<p class="muted">registry ${esc(info.registry)}: ${data.registry.length}
+    parts.push(`<p class="muted">registry ${esc(data.registry_root)}: ${data.registry.length}
       models</p>`, ...data.registry.map(registeredModel));
   }
   if (data.served !== null) {
@@ -120,8 +120,7 @@ async function models() {
 // -- Compare ------------------------------------------------------------------------------
 
 async function compare() {
-  const list = await api("models");
-  const names = (list.registry || []).map((m) => m.name);
+  const names = (await api("compare")).models;
   if (!names.length) { return '<p class="muted">the registry holds no models</p>'; }
   if (!names.includes(state.compareModel)) { state.compareModel = names[0]; }
   const data = await api(`compare/${encodeURIComponent(state.compareModel)}`);
@@ -374,7 +373,7 @@ async function start() {
     document.querySelectorAll("#nav a").forEach((a) => a.classList.toggle("disabled",
       !info.pages.includes(a.dataset.page)));
   } catch (err) {
-    info = { registry: null, pages: Object.keys(PAGES) };
+    info = { registry: false, pages: Object.keys(PAGES), restricted: {} };
   }
   window.addEventListener("hashchange", route);
   route();
