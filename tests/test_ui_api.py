@@ -173,3 +173,32 @@ def test_servekit_ui_refuses_a_missing_registry(run_cli, tmp_path):
         f"servekit: error: no registry at {tmp_path / 'nowhere'} (give --registry DIR)"
     ]
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_alert_log_keeps_the_recent_alerts_oldest_first():
+    from servekit.telemetry.alerts import RECENT_ALERTS, AlertDispatcher
+
+    alerts = AlertDispatcher()
+    for i in range(RECENT_ALERTS + 5):
+        alerts.emit({"event": "drift", "state": "drift" if i % 2 else "ok", "n": i})
+    recent = alerts.recent()
+    assert len(recent) == RECENT_ALERTS
+    assert [a["n"] for a in recent[:2]] == [5, 6] and "time" in recent[0]
+
+
+def test_prediction_histogram_against_its_reference():
+    from servekit.telemetry import DriftMonitor, build_reference_profile
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1000, 3))
+    labels = rng.integers(0, 3, 1000)
+    monitor = DriftMonitor(build_reference_profile(x, predictions=labels), window_rows=500)
+    assert monitor.prediction_histogram() is not None
+    bins, reference, window = monitor.prediction_histogram()
+    assert bins == {"labels": [0, 1, 2]} and window.sum() == 0
+    monitor.record(x[:200], np.zeros(200, dtype=np.int64))
+    _, reference, window = monitor.prediction_histogram()
+    assert len(reference) == len(window) == 4  # and one bin of unseen labels
+    assert window.tolist() == [1.0, 0.0, 0.0, 0.0]
+    no_predictions = DriftMonitor(build_reference_profile(x))
+    assert no_predictions.prediction_histogram() is None
