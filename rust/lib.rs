@@ -8,6 +8,7 @@ pub mod batching;
 pub mod bindings;
 pub mod error;
 pub mod hashing;
+pub mod jsonscan;
 pub mod registry;
 pub mod telemetry;
 

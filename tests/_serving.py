@@ -170,10 +170,9 @@ def start_server(*args: str, timeout: float = 60) -> ServerProcess:
             line = out.get(timeout=min(remaining, 0.5))
         except queue.Empty:
             continue
-        if line.startswith("servekit: serving on http://"):
-            return ServerProcess(
-                proc, line.strip().removeprefix("servekit: serving on http://"), err
-            )
+        for prefix in ("servekit: serving on http://", "servekit: serving on https://"):
+            if line.startswith(prefix):
+                return ServerProcess(proc, line.strip().removeprefix(prefix), err)
 
 
 def slow_model(iterations: int) -> onnx.ModelProto:

@@ -180,6 +180,10 @@ def locked() -> Iterator[ServerProcess]:
     server = start_server(
         "--model-repo",
         str(EXAMPLE_REPO),
+        "--model-control-mode",
+        "explicit",
+        "--load-model",
+        "*",
         "--http-restricted-api",
         f"{','.join(groups)}:{KEY}={VALUE}",
         "--http-restricted-api",
@@ -277,7 +281,8 @@ def test_inflight_limit_answers_503_at_once_and_recovers(tmp_path: Path):
         status, content = request(server, "POST", "/v2/models/digits/infer", DIGITS_BODY)
         assert status == 503
         assert json.loads(content)["error"].startswith("Exceeds maximum queue size")
-        assert request(server, "GET", "/v2/health/ready")[0] == 200  # probes are not counted
+        assert request(server, "GET", "/v2/health/live")[0] == 200  # probes are not counted
+        assert request(server, "GET", "/v2/models/digits/ready")[0] == 200
         worker.join(timeout=60)
         assert results and results[0][0] == 200
         assert json.loads(results[0][1])["outputs"][0]["data"] == [float(SLOW_ITERATIONS)] * 4
@@ -286,3 +291,10 @@ def test_inflight_limit_answers_503_at_once_and_recovers(tmp_path: Path):
     finally:
         worker.join(timeout=60)
         assert server.stop() == 0
+
+
+def test_default_batcher_queue_is_bounded_and_says_so(locked):
+    status, content = request(locked, "GET", "/v2/models/digits/config", headers={KEY: VALUE})
+    assert status == 200
+    policy = json.loads(content)["dynamic_batching"]["default_queue_policy"]
+    assert policy["max_queue_size"] == 1024

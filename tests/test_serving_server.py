@@ -23,7 +23,10 @@ BODY_LIMIT = 1_000_000
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     repo = build_repository(tmp_path_factory.mktemp("repo"))
-    srv = start_server("--model-repo", str(repo), "--max-body-bytes", str(BODY_LIMIT))
+    # Explicit control: the load/unload tests need it (the default mode, none, refuses them);
+    # not strict: the repository holds a broken model on purpose.
+    control = ("--model-control-mode", "explicit", "--load-model", "*", "--no-strict-readiness")
+    srv = start_server("--model-repo", str(repo), "--max-body-bytes", str(BODY_LIMIT), *control)
     yield srv
     assert srv.stop() == 0
 

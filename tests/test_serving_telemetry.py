@@ -412,7 +412,7 @@ def test_profile_that_fits_no_input_leaves_latency_only(tmp_path):
             stats = plane.statistics("images")["model_stats"][0]
             assert stats["latency_quantiles"]["request"]["count"] == 1
             assert len(telemetry.hub.all()) == 1
-            await plane.unload("images")
+            await plane.drop("images")  # unload, whatever the control mode
             assert telemetry.hub.all() == []  # unloading detaches the version's telemetry
         finally:
             await plane.close()

@@ -3,6 +3,7 @@
 mod batching;
 mod errors;
 mod hashing;
+mod jsonscan;
 mod registry;
 mod telemetry;
 
@@ -16,5 +17,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     registry::register(m)?;
     telemetry::register(m)?;
     batching::register(m)?;
+    jsonscan::register(m)?;
     Ok(())
 }

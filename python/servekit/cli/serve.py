@@ -12,13 +12,20 @@ import click
 
 from servekit.serving.access import GROUP_NAMES, RestrictedApis
 from servekit.serving.codecs import DEFAULT_MAX_JSON_DEPTH
+from servekit.serving.control import (
+    DEFAULT_POLL_SECS,
+    ControlMode,
+    ModelControl,
+    RepositoryPoller,
+)
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.errors import DEFAULT_MAX_BODY_BYTES
 from servekit.serving.export import BatchingOptions
 from servekit.serving.inflight import DEFAULT_MAX_INFLIGHT
 from servekit.serving.registry_source import RegistrySource
 from servekit.serving.repository import ModelRepository, RunnerOptions
-from servekit.serving.rest.server import ServerOptions, bind, serve
+from servekit.serving.rest.protocol import DEFAULT_BODY_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S
+from servekit.serving.rest.server import ServerOptions, bind, check_tls, serve
 from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
 
 
@@ -139,6 +146,65 @@ from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
     show_default=True,
     help="Requests in flight at once (health and metrics excepted); past it: 503 at once.",
 )
+@click.option(
+    "--model-control-mode",
+    type=click.Choice([m.value for m in ControlMode]),
+    default="none",
+    show_default=True,
+    help="Triton's modes. none: load all, refuse load/unload; explicit: load --load-model, "
+    "allow load/unload; poll: load all, rescan every --repository-poll-secs.",
+)
+@click.option(
+    "--load-model",
+    "load_models",
+    multiple=True,
+    metavar="NAME",
+    help="Explicit mode: a repository model to load at start ('*': all); repeatable.",
+)
+@click.option(
+    "--repository-poll-secs",
+    type=float,
+    default=DEFAULT_POLL_SECS,
+    show_default=True,
+    help="Poll mode: seconds between repository scans.",
+)
+@click.option(
+    "--strict-readiness/--no-strict-readiness",
+    default=True,
+    show_default=True,
+    help="Ready only while every model that should be loaded is ready (Triton's default).",
+)
+@click.option(
+    "--ssl-certfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Serve HTTPS: PEM certificate (chain); needs --ssl-keyfile.",
+)
+@click.option(
+    "--ssl-keyfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="HTTPS: PEM private key of --ssl-certfile.",
+)
+@click.option(
+    "--http-header-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_HEADER_TIMEOUT_S,
+    show_default=True,
+    help="Seconds a client has to send a request's headers (then the connection closes).",
+)
+@click.option(
+    "--http-body-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_BODY_TIMEOUT_S,
+    show_default=True,
+    help="Seconds a client has to send a request's body once its headers arrived.",
+)
+@click.option(
+    "--http-keep-alive-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Seconds an idle keep-alive connection stays open between requests.",
+)
 def serve_command(
     model_repo: Path | None,
     registry: Path | None,
@@ -161,6 +227,15 @@ def serve_command(
     drain_timeout: float,
     restricted_apis: tuple[str, ...],
     max_inflight: int,
+    model_control_mode: str,
+    load_models: tuple[str, ...],
+    repository_poll_secs: float,
+    strict_readiness: bool,
+    ssl_certfile: Path | None,
+    ssl_keyfile: Path | None,
+    http_header_timeout: float,
+    http_body_timeout: float,
+    http_keep_alive_timeout: float,
 ) -> None:
     """Serve a model repository and/or registry models over the KServe v2 / Triton protocol.
 
@@ -186,7 +261,24 @@ def serve_command(
     if registry is not None and not models:
         raise click.UsageError("--registry needs at least one --model NAME@ALIAS")
     restricted = RestrictedApis.parse(restricted_apis)
-    options = ServerOptions(host, port, max_body_bytes, drain_timeout)
+    control = ModelControl(ControlMode(model_control_mode), load_models, repository_poll_secs)
+    poll_source = click.get_current_context().get_parameter_source("repository_poll_secs")
+    control.check(
+        has_repository=model_repo is not None,
+        poll_secs_given=poll_source is click.core.ParameterSource.COMMANDLINE,
+    )
+    options = ServerOptions(
+        host,
+        port,
+        max_body_bytes,
+        drain_timeout,
+        header_timeout_s=http_header_timeout,
+        body_timeout_s=http_body_timeout,
+        keep_alive_timeout_s=http_keep_alive_timeout,
+        ssl_certfile=None if ssl_certfile is None else str(ssl_certfile),
+        ssl_keyfile=None if ssl_keyfile is None else str(ssl_keyfile),
+    )
+    check_tls(options)
     runner_options = RunnerOptions(device=device, threads=threads)
     tel_flags = reference_profiles or alert_webhook or slo_p99_ms or drift_window_seconds
     if not telemetry and tel_flags:
@@ -220,8 +312,10 @@ def serve_command(
             max_json_depth=max_json_depth,
             max_inflight=max_inflight,
             restricted=restricted,
+            control_mode=control.mode,
+            strict_readiness=strict_readiness,
         )
-        asyncio.run(_main(plane, source, sock, options, poll_interval))
+        asyncio.run(_main(plane, source, sock, options, poll_interval, control))
     finally:
         sock.close()
 
@@ -232,8 +326,12 @@ async def _main(
     sock: socket.socket,
     options: ServerOptions,
     poll_interval: float,
+    control: ModelControl,
 ) -> None:
-    await plane.load_all()
+    poller = RepositoryPoller(plane) if control.mode is ControlMode.POLL else None
+    if poller is not None:
+        await poller.start()  # the baseline first: a change during loading is seen later
+    await plane.load_all(control.startup_models())
     if source is not None:
         await source.load_all(plane)
     telemetry = plane.repository.telemetry
@@ -244,13 +342,12 @@ async def _main(
                 logging.getLogger("servekit.serving").warning(
                     "--reference-profile %s=...: no model '%s' is served (yet)", name, name
                 )
-    if source is None:
-        await serve(plane, sock, options)
-        return
-    await serve(
-        plane,
-        sock,
-        options,
-        background=lambda p: source.follow(p, poll_interval),
-        registry=source.registry,
-    )
+
+    async def background(p: DataPlane) -> None:
+        jobs = [] if source is None else [source.follow(p, poll_interval)]
+        if poller is not None:
+            jobs.append(poller.follow(control.poll_secs))
+        await asyncio.gather(*jobs)
+
+    registry = source.registry if source is not None else None
+    await serve(plane, sock, options, background=background, registry=registry)

@@ -14,6 +14,7 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from servekit.errors import InvalidArgumentError
+from servekit.serving.paths import plain_component
 from servekit.signature import Signature, TensorSpec
 
 ModelConfig = mc.ModelConfig
@@ -155,6 +156,8 @@ def add_tensor(tensors: Any, spec: TensorSpec, skip: int) -> None:
 def validate_config(config: ModelConfig) -> None:
     """Check the parts of a configuration servekit relies on; InvalidArgumentError if wrong."""
     where = f"model '{config.name}'"
+    if config.default_model_filename:
+        plain_component(config.default_model_filename, f"{where}: default_model_filename")
     if config.max_batch_size < 0:
         raise InvalidArgumentError(f"{where}: max_batch_size {config.max_batch_size} is negative")
     for kind, tensors in (("input", config.input), ("output", config.output)):

@@ -25,9 +25,10 @@ from servekit.serving.codecs import (
     encode_response,
 )
 from servekit.serving.config import config_to_dict, parse_json_config, validate_config
+from servekit.serving.control import ControlMode, refuse_control
 from servekit.serving.inflight import DEFAULT_MAX_INFLIGHT, InflightLimit
 from servekit.serving.model import ServedModel
-from servekit.serving.repository import ModelEntry, ModelRepository, close_entry
+from servekit.serving.repository import UNLOADED, ModelEntry, ModelRepository, close_entry
 
 log = logging.getLogger("servekit.serving")
 
@@ -53,8 +54,12 @@ class DataPlane:
         max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
         max_inflight: int | None = DEFAULT_MAX_INFLIGHT,
         restricted: RestrictedApis | None = None,
+        control_mode: ControlMode = ControlMode.NONE,
+        strict_readiness: bool = True,
     ) -> None:
         self.repository = repository
+        self.control_mode = control_mode
+        self.strict_readiness = strict_readiness
         self.max_json_depth = max_json_depth
         self.draining = False
         self.inflight = InflightLimit(max_inflight)
@@ -88,8 +93,18 @@ class DataPlane:
         return True
 
     def ready(self) -> bool:
-        """True until shutdown begins (a broken model does not make the server unready)."""
-        return not self.draining
+        """Whether the server is ready: False once shutdown begins; with strict readiness
+        (Triton's default) also False while a model that should be loaded (every loaded one
+        not unloaded since) has a version that failed to load or none ready."""
+        if self.draining:
+            return False
+        if not self.strict_readiness:
+            return True
+        return all(
+            entry.versions and not entry.failed
+            for entry in self.repository.entries()
+            if entry.reason != UNLOADED
+        )
 
     def server_metadata(self) -> dict[str, Any]:
         """KServe v2 server metadata with the extensions implemented."""
@@ -126,13 +141,22 @@ class DataPlane:
         """Every model in the repository with its state (Triton's repository index)."""
         return self.repository.index()
 
-    async def load_all(self) -> list[ModelEntry]:
-        """Load every model directory (at startup); return the entries.
+    async def load_all(self, names: list[str] | None = None) -> list[ModelEntry]:
+        """Load the model directories ``names`` (None: every one) at startup; return the
+        entries.
 
-        Raises InvalidArgumentError naming the model if a config.pbtxt is invalid (startup
-        must fail); models whose artifacts fail to load are recorded as unavailable.
+        Raises NotFoundError for a name with no model directory, InvalidArgumentError naming
+        the model if a config.pbtxt is invalid (startup must fail); models whose artifacts fail
+        to load are recorded as unavailable.
         """
-        names = self.repository.model_names()
+        known = self.repository.model_names()
+        if names is None:
+            names = known
+        for name in names:
+            if name not in known:
+                raise NotFoundError(
+                    f"--load-model {name}: no model directory '{name}' in {self.repository.root}"
+                )
         for name in names:  # every configuration first: a bad one fails before any loading
             config = self.repository.read_config(name)
             if config is not None:
@@ -145,15 +169,49 @@ class DataPlane:
         return entries
 
     async def load(self, name: str, config_json: str | None = None) -> ModelEntry:
-        """Load or reload a model, switching atomically to the new versions.
+        """The load API: load or reload a model, switching atomically to the new versions.
 
-        Requests running on the old versions finish on them. Raises NotFoundError for an
-        unknown model directory, InvalidArgumentError for an invalid configuration (the model
-        keeps its current state in both cases).
+        Raises ModelControlError unless the control mode is ``explicit``; otherwise as
+        :meth:`switch`, and InvalidArgumentError ("failed to load", Triton's status) when a
+        version failed to load (what did load is served, the rest is reported in the index).
         """
+        refuse_control(self.control_mode)
         override = parse_json_config(config_json) if config_json is not None else None
+        entry = await self.switch(name, override)
+        if entry.failed or not entry.versions:
+            failures = [f"version {v}: {why}" for v, why in sorted(entry.failed.items())]
+            raise InvalidArgumentError(
+                f"failed to load '{name}': {'; '.join(failures) or entry.reason}"
+            )
+        return entry
+
+    async def unload(self, name: str) -> None:
+        """The unload API; ModelControlError unless the control mode is ``explicit``,
+        otherwise as :meth:`drop`."""
+        refuse_control(self.control_mode)
+        await self.drop(name)
+
+    async def switch(
+        self, name: str, override: Any = None, *, keep_on_failure: bool = False
+    ) -> ModelEntry:
+        """Load or reload a model whatever the control mode (the poller's and the load API's
+        common step); return the new entry.
+
+        Requests running on the old versions finish on them. With ``keep_on_failure``, a new
+        load with no ready version leaves a model that had one as it was (the returned entry
+        is then the one still served). Raises NotFoundError for an unknown model directory,
+        InvalidArgumentError for an invalid configuration (the model keeps its current state).
+        """
         async with self._load_lock:
             entry = await asyncio.to_thread(self.repository.build, name, override)
+            current = next((e for e in self.repository.entries() if e.name == name), None)
+            if keep_on_failure and not entry.versions and current and current.versions:
+                reason = entry.reason or "; ".join(entry.failed.values())
+                log.error(
+                    "model '%s' did not reload (%s): still serving it as loaded", name, reason
+                )
+                await close_entry(entry)
+                return current
             old = self.repository.install(entry)
         if old is not None:
             await close_entry(old)
@@ -165,8 +223,9 @@ class DataPlane:
         )
         return entry
 
-    async def unload(self, name: str) -> None:
-        """Stop serving a model after its in-flight requests; NotFoundError if not loaded."""
+    async def drop(self, name: str) -> None:
+        """Stop serving a model after its in-flight requests whatever the control mode;
+        NotFoundError if it is not loaded."""
         async with self._load_lock:
             old = self.repository.remove(name)
         await close_entry(old)

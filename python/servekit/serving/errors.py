@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
+
 from servekit.errors import ForbiddenError, InvalidArgumentError, NotFoundError, UnavailableError
 
 #: The body size limit by default (Triton's ``--http-max-input-size`` default).
@@ -20,3 +23,15 @@ def http_status(exc: BaseException) -> int:
     if isinstance(exc, UnavailableError):
         return 503
     return 500
+
+
+log = logging.getLogger("servekit.serving")
+
+
+def internal_error_message(exc: BaseException) -> str:
+    """Log an unexpected exception with its traceback under a new request id; return the
+    message for the client, which names the id and nothing of the exception (its text can
+    hold paths, values or code)."""
+    request_id = uuid.uuid4().hex
+    log.error("internal error, request id %s", request_id, exc_info=exc)
+    return f"internal error (request id {request_id}; the server log has the details)"

@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 
 _now = time.perf_counter_ns
 
+#: The batcher queue bound of a model whose dynamic_batching sets no max_queue_size (Triton's
+#: 0, unlimited): past it a request is refused at once with "Exceeds maximum queue size".
+DEFAULT_MAX_QUEUE_SIZE = 1024
+
 
 class _TimedRunner:
     """Wraps a runner to record each execution (batch size, compute time) in the stats."""
@@ -61,7 +65,8 @@ class ServedModel:
     """
 
     def __init__(self, name: str, version: int, config: ModelConfig, runner: Runner) -> None:
-        """Wrap ``runner`` under ``config``; raises InvalidArgumentError for a bad config."""
+        """Wrap ``runner`` under ``config`` (an unset dynamic_batching max_queue_size is set to
+        :data:`DEFAULT_MAX_QUEUE_SIZE` in it); raises InvalidArgumentError for a bad config."""
         self.name = name
         self.version = version
         self.config = config
@@ -85,6 +90,9 @@ class ServedModel:
         if config.HasField("dynamic_batching"):
             db = config.dynamic_batching
             policy = db.default_queue_policy
+            if policy.max_queue_size == 0:
+                # Triton's 0 is "unlimited": servekit bounds it, and the config says so.
+                policy.max_queue_size = DEFAULT_MAX_QUEUE_SIZE
             self._batcher = DynamicBatcher(
                 self._runner,
                 max_batch_size=config.max_batch_size,

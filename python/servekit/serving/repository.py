@@ -32,6 +32,7 @@ from servekit.serving.config import (
     validate_config,
 )
 from servekit.serving.model import ServedModel
+from servekit.serving.paths import contained, plain_component
 from servekit.serving.runners import OnnxRunner, Runner, TorchScriptRunner
 from servekit.signature import onnx_signature
 
@@ -43,6 +44,8 @@ log = logging.getLogger("servekit.serving")
 #: A version's own reference profile, next to its model file.
 PROFILE_FILE = "reference_profile.json"
 READY, UNAVAILABLE = "READY", "UNAVAILABLE"
+#: The reason of a model unloaded on purpose (it no longer counts for strict readiness).
+UNLOADED = "unloaded"
 
 
 @dataclass
@@ -88,13 +91,18 @@ def make_runner(model_file: Path, config: ModelConfig, options: RunnerOptions) -
     )
 
 
-def find_model_file(version_dir: Path, config: ModelConfig | None) -> Path:
-    """The model file of a version directory; NotFoundError when it has none."""
+def find_model_file(version_dir: Path, config: ModelConfig | None, root: Path) -> Path:
+    """The model file of a version directory; NotFoundError when it has none,
+    InvalidArgumentError when ``default_model_filename`` is not a plain file name or the file
+    (symlinks followed) lies outside the repository ``root``."""
     names = [config.default_model_filename] if config and config.default_model_filename else []
+    if names:
+        plain_component(names[0], "default_model_filename")
     names += list(PLATFORMS)
     for filename in names:
         candidate = version_dir / filename
         if candidate.is_file():
+            contained(candidate, root, f"version {version_dir.name} model file")
             return candidate
     raise NotFoundError(f"{version_dir} holds no model file (expected one of {names})")
 
@@ -148,9 +156,11 @@ class ModelRepository:
             if override is not None:
                 raise InvalidArgumentError(f"model '{name}' comes from the registry: no config")
             return builder(name)
+        plain_component(name, "model name")
         if self.root is None or not _visible(name) or not (self.root / name).is_dir():
             raise NotFoundError(f"no model directory '{name}' in {self.root}")
         model_dir = self.root / name
+        contained(model_dir, self.root, f"model '{name}' directory")
         config = override if override is not None else self.read_config(name)
         if config is not None:
             validate_config(config)
@@ -172,10 +182,12 @@ class ModelRepository:
         entry.config = config
         for version in versions:
             try:
-                model_file = find_model_file(model_dir / str(version), config)
+                model_file = find_model_file(model_dir / str(version), config, self.root)
                 runner = make_runner(model_file, config, self.options)
                 served = ServedModel(name, version, config, runner)
                 profile = model_file.parent / PROFILE_FILE
+                if profile.is_file():
+                    contained(profile, self.root, f"version {version} {PROFILE_FILE}")
                 served.reference_profile_path = profile if profile.is_file() else None
                 entry.versions[version] = served
             except ServekitError as exc:
@@ -184,7 +196,7 @@ class ModelRepository:
         return entry
 
     def _complete(self, name: str, config: ModelConfig | None, version_dir: Path) -> ModelConfig:
-        model_file = find_model_file(version_dir, config)
+        model_file = find_model_file(version_dir, config, self.root)  # type: ignore[arg-type]
         needs_signature = config is None or not config.input or not config.output
         signature = (
             onnx_signature(model_file) if needs_signature and model_file.suffix == ".onnx" else None
@@ -211,7 +223,7 @@ class ModelRepository:
             raise NotFoundError(f"model '{name}' is not loaded")
         if self.telemetry is not None:
             self.telemetry.replace(entry, None)
-        self._entries[name] = ModelEntry(name, reason="unloaded")
+        self._entries[name] = ModelEntry(name, reason=UNLOADED)
         return entry
 
     def get(self, name: str, version: str | None = None) -> ServedModel:

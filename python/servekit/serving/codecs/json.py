@@ -1,41 +1,20 @@
-"""JSON parsing with a nesting-depth limit, via orjson and a vectorised bracket scan."""
+"""JSON parsing with a nesting-depth limit, via orjson and a constant-memory bracket scan."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import orjson
 
+from servekit import _core
 from servekit.errors import InvalidArgumentError
 
-_QUOTE, _BACKSLASH = ord('"'), ord("\\")
-_OPEN = np.zeros(256, dtype=np.int8)
-_OPEN[[ord("["), ord("{")]] = 1
-_OPEN[[ord("]"), ord("}")]] = -1
 
-
-def nesting_depth(text: bytes | memoryview) -> int:
+def nesting_depth(text: bytes) -> int:
     """Return the deepest nesting of arrays and objects in JSON ``text`` (brackets in strings
-    do not count). Runs in numpy, without a Python loop over the characters."""
-    buf = np.frombuffer(text, dtype=np.uint8)
-    delta = _OPEN[buf]
-    quotes = np.flatnonzero(buf == _QUOTE)
-    if quotes.size:
-        # A quote is escaped when an odd number of backslashes precedes it.
-        not_bs = buf != _BACKSLASH
-        idx = np.arange(buf.size)
-        last_plain = np.maximum.accumulate(np.where(not_bs, idx, -1))
-        before = quotes - 1
-        run = np.where(before >= 0, before - last_plain[np.maximum(before, 0)], 0)
-        real = quotes[run % 2 == 0]
-        toggles = np.zeros(buf.size, dtype=np.int8)
-        toggles[real] = 1
-        in_string = (np.cumsum(toggles, dtype=np.int64) % 2).astype(bool)
-        delta = np.where(in_string, 0, delta)
-    if not delta.any():
-        return 0
-    return int(np.cumsum(delta, dtype=np.int64).max())
+    do not count). One pass in the Rust core, in constant memory whatever the size of ``text``
+    (the scan this replaced held several int64 arrays as long as the body)."""
+    return _core.json_nesting_depth(text)
 
 
 def loads(text: bytes, max_depth: int) -> Any:

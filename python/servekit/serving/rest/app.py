@@ -25,7 +25,7 @@ from servekit.errors import InvalidArgumentError, ServekitError
 from servekit.serving import metrics
 from servekit.serving.access import header_lookup, http_api_group
 from servekit.serving.dataplane import DataPlane
-from servekit.serving.errors import DEFAULT_MAX_BODY_BYTES, http_status
+from servekit.serving.errors import DEFAULT_MAX_BODY_BYTES, http_status, internal_error_message
 from servekit.ui import UiSources, mount_ui
 
 if TYPE_CHECKING:
@@ -44,8 +44,7 @@ def error_response(exc: BaseException) -> Response:
     """``{"error": message}`` with the status of the error (500 for an unexpected one)."""
     if isinstance(exc, ServekitError):
         return _json({"error": str(exc)}, http_status(exc))
-    log.exception("internal error", exc_info=exc)
-    return _json({"error": f"internal error: {type(exc).__name__}: {exc}"}, 500)
+    return _json({"error": internal_error_message(exc)}, 500)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

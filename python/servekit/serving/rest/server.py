@@ -9,6 +9,7 @@ import errno
 import logging
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -17,10 +18,15 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from servekit.errors import UnavailableError
+from servekit.errors import InvalidArgumentError, UnavailableError
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.errors import DEFAULT_MAX_BODY_BYTES
 from servekit.serving.rest.app import create_app
+from servekit.serving.rest.protocol import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
+    protocol_with_deadlines,
+)
 
 if TYPE_CHECKING:
     from servekit.registry import Registry
@@ -37,6 +43,37 @@ class ServerOptions:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     #: Seconds granted to in-flight requests and queued work at shutdown.
     drain_timeout_s: float = 10.0
+    #: Slow clients: seconds to send the headers, then the body; idle seconds between requests.
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    keep_alive_timeout_s: float = 5.0
+    #: TLS (uvicorn's): a PEM certificate chain and its private key; both or neither.
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    @property
+    def scheme(self) -> str:
+        """``https`` with TLS, else ``http``."""
+        return "https" if self.ssl_certfile else "http"
+
+
+def check_tls(options: ServerOptions) -> None:
+    """Load the TLS certificate and key now, so a bad pair fails before any model loads.
+
+    Returns None without TLS or when they load; raises InvalidArgumentError naming the files
+    when only one is given or they do not load.
+    """
+    cert, key = options.ssl_certfile, options.ssl_keyfile
+    if cert is None and key is None:
+        return
+    if cert is None or key is None:
+        raise InvalidArgumentError("--ssl-certfile and --ssl-keyfile go together: give both")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidArgumentError(
+            f"cannot load TLS certificate {cert} / key {key}: {exc}"
+        ) from None
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -111,6 +148,10 @@ async def serve(
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=max(1, int(options.drain_timeout_s)),
+        http=protocol_with_deadlines(options.header_timeout_s, options.body_timeout_s),
+        timeout_keep_alive=options.keep_alive_timeout_s,  # type: ignore[arg-type]
+        ssl_certfile=options.ssl_certfile,
+        ssl_keyfile=options.ssl_keyfile,
     )
     server = _Server(config, plane)
     sys.setswitchinterval(SWITCH_INTERVAL_S)
@@ -119,7 +160,7 @@ async def serve(
         telemetry.start()
     task = asyncio.create_task(background(plane)) if background is not None else None
     host, port = sock.getsockname()[:2]
-    print(f"servekit: serving on http://{host}:{port}", flush=True)
+    print(f"servekit: serving on {options.scheme}://{host}:{port}", flush=True)
     try:
         await server.serve(sockets=[sock])
     finally:
