@@ -22,6 +22,7 @@ COMMANDS = {
     "promote": "servekit.cli.promote:promote_command",
     "serve": "servekit.cli.serve:serve_command",
     "containerize": "servekit.cli.containerize:containerize_command",
+    "ui": "servekit.cli.ui:ui_command",
 }
 
 EXPORT_COMMANDS = {

@@ -481,7 +481,15 @@ async def _main(
             jobs.append(poller.follow(control.poll_secs))
         await asyncio.gather(*jobs)
 
-    await serve(plane, sock, options, background=background, grpc_front_end=front_end)
+    registry = source.registry if source is not None else None
+    await serve(
+        plane,
+        sock,
+        options,
+        background=background,
+        grpc_front_end=front_end,
+        registry=registry,
+    )
 
 
 def _grpc_options(flags: dict[str, Any], host: str, max_body_bytes: int) -> GrpcOptions | None:

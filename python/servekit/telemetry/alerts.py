@@ -15,6 +15,7 @@ import queue
 import threading
 import urllib.error
 import urllib.request
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,6 +24,8 @@ from servekit.errors import InvalidArgumentError
 
 LOGGER = logging.getLogger("servekit.alerts")
 _STOP = object()
+#: Alerts kept in memory for :meth:`AlertDispatcher.recent` (the dashboard's alert log).
+RECENT_ALERTS = 200
 
 
 class AlertDispatcher:
@@ -57,6 +60,7 @@ class AlertDispatcher:
         self.dropped = 0
         self.attempts = 0
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_ALERTS)
         self._stopping = threading.Event()
         self._count_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -72,6 +76,7 @@ class AlertDispatcher:
         event = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), **alert}
         line = json.dumps(event, sort_keys=True, default=str)
         self.logger.warning("servekit alert %s", line)
+        self._recent.append(json.loads(line))
         if self._thread is None or self._stopping.is_set():
             return
         try:
@@ -79,6 +84,10 @@ class AlertDispatcher:
         except queue.Full:
             with self._count_lock:
                 self.dropped += 1
+
+    def recent(self) -> list[dict[str, Any]]:
+        """The last :data:`RECENT_ALERTS` alerts emitted, oldest first, as logged."""
+        return list(self._recent)
 
     def _deliver_forever(self) -> None:
         while True:

@@ -356,6 +356,23 @@ class DriftMonitor:
         f = self.profile.features[j]
         return f.cuts, np.asarray(f.frequencies), counts / total if total else counts
 
+    def prediction_histogram(self) -> tuple[dict[str, Any], np.ndarray, np.ndarray] | None:
+        """``(bins, reference proportions, window proportions)`` of the predictions, or None
+        without a prediction reference. ``bins`` is ``{"labels": [...]}`` (plus one last bin
+        of unseen labels) for classes, ``{"cuts": [...]}`` for scores."""
+        pred = self.profile.prediction
+        if self._predictions is None or pred is None:
+            return None
+        counts = np.asarray(self._predictions.counts(0), dtype=np.float64)
+        total = counts.sum()
+        if pred.kind == "classes":
+            bins: dict[str, Any] = {"labels": list(pred.labels or [])}
+            reference = np.asarray([*pred.frequencies, 0.0])
+        else:
+            bins = {"cuts": list(pred.cuts or [])}
+            reference = np.asarray(pred.frequencies)
+        return bins, reference, counts / total if total else counts
+
     def clear(self) -> None:
         """Forget every recorded row (e.g. after retraining on the drifted data)."""
         self._inputs.clear()

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -31,6 +31,10 @@ from servekit.serving.dataplane import DataPlane
 from servekit.serving.errors import DEFAULT_MAX_BODY_BYTES, http_status, internal_error_message
 from servekit.serving.rest import encoding
 from servekit.serving.rest.candidates import add_candidate_routes
+from servekit.ui import UiSources, mount_ui
+
+if TYPE_CHECKING:
+    from servekit.registry import Registry
 
 log = logging.getLogger("servekit.serving")
 
@@ -184,9 +188,15 @@ async def _receive_body(receive: Receive, declared: bytes | None, limit: int) ->
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def create_app(plane: DataPlane, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> InferFastPath:
+def create_app(
+    plane: DataPlane,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    registry: Registry | None = None,
+) -> InferFastPath:
     """Build the ASGI application serving ``plane``: the infer fast path in front of a
-    FastAPI application with every other route."""
+    FastAPI application with every other route, the dashboard (reading ``registry`` too when
+    given) among them."""
     app = FastAPI(title="servekit", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(ServekitError)
@@ -323,6 +333,7 @@ def create_app(plane: DataPlane, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
         return Response(status_code=200)
 
     add_candidate_routes(app, plane, lambda request: _json_body(request, max_body_bytes))
+    mount_ui(app, UiSources(plane, registry))
     return InferFastPath(app, plane, max_body_bytes)
 
 

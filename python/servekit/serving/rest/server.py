@@ -29,6 +29,7 @@ from servekit.serving.rest.protocol import (
 )
 
 if TYPE_CHECKING:
+    from servekit.registry import Registry
     from servekit.serving.grpc import GrpcFrontEnd
 
 log = logging.getLogger("servekit.serving")
@@ -140,13 +141,15 @@ async def serve(
     *,
     background: Callable[[DataPlane], Awaitable[None]] | None = None,
     grpc_front_end: GrpcFrontEnd | None = None,
+    registry: Registry | None = None,
 ) -> None:
     """Serve ``plane`` on the bound ``sock`` until SIGTERM/SIGINT, then drain within
     ``options.drain_timeout_s``. ``background`` runs alongside (e.g. registry polling) and is
     cancelled at shutdown. ``grpc_front_end`` (bound) serves the same plane in this loop and
-    drains at the same time as HTTP. The repository's telemetry, if any, is evaluated on its
-    timer while serving and stopped (timer and alert dispatcher) after the drain."""
-    app = create_app(plane, max_body_bytes=options.max_body_bytes)
+    drains at the same time as HTTP; the dashboard reads ``registry`` when given. The
+    repository's telemetry, if any, is evaluated on its timer while serving and stopped (timer
+    and alert dispatcher) after the drain."""
+    app = create_app(plane, max_body_bytes=options.max_body_bytes, registry=registry)
     config = uvicorn.Config(
         app,
         log_level="warning",
