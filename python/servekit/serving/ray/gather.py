@@ -77,7 +77,7 @@ def merge_metrics(texts: Iterable[str]) -> str:
 
 @dataclass
 class AsgiResponse:
-    """A response captured from an ASGI app."""
+    """A response captured from an ASGI app (its headers without Content-Length)."""
 
     status: int
     headers: list[tuple[bytes, bytes]]
@@ -114,7 +114,10 @@ async def asgi_get(app: Any, path: str) -> AsgiResponse:
     async def send(message: Message) -> None:
         if message["type"] == "http.response.start":
             response.status = message["status"]
-            response.headers = list(message.get("headers", []))
+            # The caller sets the length of what it sends on.
+            response.headers = [
+                (k, v) for k, v in message.get("headers", []) if k.lower() != b"content-length"
+            ]
         elif message["type"] == "http.response.body":
             chunks.append(message.get("body", b""))
 
