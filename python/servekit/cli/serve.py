@@ -121,6 +121,19 @@ from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
     show_default=True,
     help="Seconds in-flight requests get to finish at shutdown.",
 )
+# -- Ray Serve (servekit.serving.ray; extra `ray`) --------------------------------------------
+@click.option("--ray", is_flag=True, help="Serve with replicas on Ray Serve behind Ray's proxy.")
+@click.option("--ray-address", default=None, help="Ray cluster to use (default: a local one).")
+@click.option("--replicas", type=int, default=None, help="With --ray: replicas (default 1).")
+@click.option("--autoscale", default=None, metavar="MIN:MAX", help="With --ray: autoscale.")
+@click.option(
+    "--target-ongoing-requests", type=float, default=None, help="Autoscaling target (32)."
+)
+@click.option(
+    "--max-ongoing-requests", type=int, default=None, help="Per replica (256): caps batches."
+)
+@click.option("--replica-cpus", type=float, default=None, help="CPUs Ray reserves per replica.")
+@click.option("--print-config", is_flag=True, help="With --ray: print a Ray Serve config.")
 def serve_command(
     model_repo: Path | None,
     registry: Path | None,
@@ -141,6 +154,7 @@ def serve_command(
     alert_webhook: str | None,
     telemetry_interval: float,
     drain_timeout: float,
+    **ray_flags: object,
 ) -> None:
     """Serve a model repository and/or registry models over the KServe v2 / Triton protocol.
 
@@ -165,6 +179,23 @@ def serve_command(
         raise click.UsageError("give --model-repo DIR, --model NAME@ALIAS, or both")
     if registry is not None and not models:
         raise click.UsageError("--registry needs at least one --model NAME@ALIAS")
+    if any(v not in (None, False) for v in ray_flags.values()):  # --ray and its flags
+        from servekit.cli.serve_ray import RayFlags, serve_on_ray
+
+        flags = RayFlags(address=ray_flags.pop("ray_address"), **ray_flags)  # type: ignore[arg-type]
+        flags.check()
+        serve_on_ray(
+            flags, model_repo=model_repo, registry=registry, models=models,
+            poll_interval=poll_interval, max_batch_size=max_batch_size, host=host, port=port,
+            device=device, threads=threads, max_body_bytes=max_body_bytes,
+            max_json_depth=max_json_depth, drain_timeout=drain_timeout,
+            telemetry=dict(
+                reference_profiles=reference_profiles, alert_webhook=alert_webhook,
+                slo_p99_ms=slo_p99_ms, drift_window_rows=drift_window_rows,
+                drift_window_seconds=drift_window_seconds, interval_s=telemetry_interval,
+            ) if telemetry else None,
+        )  # fmt: skip
+        return
     options = ServerOptions(host, port, max_body_bytes, drain_timeout)
     runner_options = RunnerOptions(device=device, threads=threads)
     tel_flags = reference_profiles or alert_webhook or slo_p99_ms or drift_window_seconds

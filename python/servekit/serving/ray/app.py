@@ -40,7 +40,9 @@ def build_app(replica: ReplicaSpec, scale: ScaleOptions | None = None) -> Applic
     directory. Raises InvalidArgumentError for bad settings."""
     replica.validate()
     scale = scale or ScaleOptions()
-    deployment = ReplicaDeployment.options(**scale.deployment_options())
+    deployment = ReplicaDeployment.options(
+        **scale.deployment_options(), graceful_shutdown_timeout_s=replica.drain_timeout_s
+    )
     return deployment.bind(replica.to_dict(), ReplicaDirectory.bind())
 
 

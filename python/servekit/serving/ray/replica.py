@@ -220,6 +220,7 @@ class ServekitReplica:
         spec = ReplicaSpec.from_dict(replica)
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         self.directory = directory
+        self._drain_s = spec.drain_timeout_s
         self.plane, self.source = build_plane(spec)
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         await self.plane.load_all()
@@ -280,7 +281,7 @@ class ServekitReplica:
             await asyncio.wait_for(self._listener, 5)
         self.plane.draining = True
         try:
-            await asyncio.wait_for(self.plane.close(), 10)
+            await asyncio.wait_for(self.plane.close(), self._drain_s)
         except (TimeoutError, ServekitError) as exc:
             log.error("replica %s: models did not drain: %s", self.replica_id, exc)
         telemetry = self.plane.repository.telemetry

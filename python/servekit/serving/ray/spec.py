@@ -41,6 +41,9 @@ class ReplicaSpec:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
     telemetry: dict[str, Any] | None = field(default_factory=dict)
+    #: Seconds in-flight requests get to finish when a replica stops (Ray's
+    #: graceful_shutdown_timeout_s, then the data plane's drain).
+    drain_timeout_s: float = 10.0
     #: Address each replica's own HTTP listener binds (per-replica scrapes, and how the
     #: answering replica gathers the others' metrics and drift windows). None: the node's IP
     #: as Ray knows it.
@@ -54,6 +57,8 @@ class ReplicaSpec:
             raise InvalidArgumentError("a registry needs at least one model NAME@ALIAS")
         if not self.poll_interval > 0:
             raise InvalidArgumentError(f"poll_interval must be > 0, got {self.poll_interval}")
+        if not self.drain_timeout_s > 0:
+            raise InvalidArgumentError(f"drain_timeout_s must be > 0, got {self.drain_timeout_s}")
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form (a Serve config's ``args.replica``)."""
