@@ -367,6 +367,8 @@ class DriftMonitor:
             prediction = None
             if self._predictions is not None and predictions is not None:
                 (prediction,) = self._predictions.statistics_of(predictions["counts"])
+        except InvalidArgumentError:
+            raise
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidArgumentError(f"not a drift window state: {exc!r}") from None
         return self._report(inputs["rows"], inputs["total_rows"], stats, prediction)
