@@ -25,7 +25,7 @@ import yaml
 from ray import serve
 from ray.serve import Application
 
-from servekit.errors import InvalidArgumentError
+from servekit.errors import InvalidArgumentError, UnavailableError
 from servekit.serving.ray.directory import ReplicaDirectory
 from servekit.serving.ray.replica import ReplicaDeployment
 from servekit.serving.ray.spec import ReplicaSpec, ScaleOptions
@@ -102,10 +102,14 @@ def run(
     }
     local = address is None
     try:
-        if local:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(address=address, log_to_driver=False)
+        try:
+            if local:
+                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(address=address, log_to_driver=False)
+        except Exception as exc:  # Ray raises a bare Exception when its node does not start
+            where = "a local Ray cluster" if local else f"the Ray cluster at {address}"
+            raise UnavailableError(f"cannot start or reach {where}: {exc}") from None
         serve.start(http_options={"host": host, "port": port})
         serve.run(application, name=APP_NAME, route_prefix="/")
         print(f"servekit: serving on http://{host}:{port}", flush=True)
