@@ -15,6 +15,9 @@ application gather every replica's answer from those listeners:
   summed bin counts (exactly one monitor's report over the same rows), with the replicas merged;
 - ``GET /servekit/replicas``: replica id -> listener URL.
 
+A replica that is listed but does not answer (it died; its entry expires within seconds) is
+left out and named: ``unreachable_replicas`` in the JSON answers, a comment in the metrics.
+
 Everything else (inference, metadata, readiness, repository control) is the answering
 replica's own data plane. Registry references are followed by every replica on its own
 ``poll_interval``: an alias move rolls over the replicas one by one, each switching atomically
@@ -40,7 +43,13 @@ from servekit.errors import NotFoundError, ServekitError, UnavailableError
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.export import BatchingOptions
 from servekit.serving.ray.directory import HEARTBEAT_S
-from servekit.serving.ray.gather import asgi_get, get_from_peers, label_metrics, merge_metrics
+from servekit.serving.ray.gather import (
+    PeerResponse,
+    asgi_get,
+    get_from_peers,
+    label_metrics,
+    merge_metrics,
+)
 from servekit.serving.ray.spec import ReplicaSpec
 from servekit.serving.registry_source import RegistrySource
 from servekit.serving.repository import ModelRepository, RunnerOptions
@@ -175,11 +184,9 @@ class ReplicaApp:
         if path == "/metrics":
             answers = await get_from_peers(await self._peers(), path)
             texts = [a.body.decode() for a in answers if a.status == 200]
-            return (
-                200,
-                [(b"content-type", b"text/plain; version=0.0.4")],
-                merge_metrics(texts).encode(),
-            )
+            missing = [f"# replica {a.replica} did not answer" for a in answers if a.status != 200]
+            text = "\n".join([*missing, merge_metrics(texts)])
+            return 200, [(b"content-type", b"text/plain; version=0.0.4")], text.encode()
         if _STATS.match(path):
             return await self._stats(path)
         match = _DRIFT.match(path)
@@ -196,7 +203,7 @@ class ReplicaApp:
                 raise UnavailableError("no replica answered (all unreachable)")
             return failed.status, list(_JSON), failed.body
         entries = [e for a in ok for e in orjson.loads(a.body)["model_stats"]]
-        return _json(200, {"model_stats": entries})
+        return _json(200, {"model_stats": entries, **_unreachable(answers)})
 
     async def _drift(self, name: str, version: str | None) -> dict[str, Any]:
         body = self.plane.drift(name, version)  # this replica's answer: errors, metadata
@@ -209,7 +216,15 @@ class ReplicaApp:
         report = monitor.merged_report([s["state"] for s in states])
         body.update(report.to_dict())
         body["replicas"] = sorted(s["replica"] for s in states)
+        body.update(_unreachable(answers))
         return body
+
+
+def _unreachable(answers: list[PeerResponse]) -> dict[str, list[str]]:
+    """``{"unreachable_replicas": [...]}`` when some listed replica could not be reached (it
+    died and its directory entry has not expired yet), else nothing."""
+    missing = sorted(a.replica for a in answers if a.status == 0)
+    return {"unreachable_replicas": missing} if missing else {}
 
 
 class ServekitReplica:
