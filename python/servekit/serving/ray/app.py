@@ -97,31 +97,31 @@ def run(
         raise InvalidArgumentError("--ray needs a fixed --port: Ray's proxy cannot pick one")
     application = build_app(replica, scale)
     stop = threading.Event()
+    local = address is None
+    try:
+        if local:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+    except Exception as exc:  # Ray raises a bare Exception when its node does not start
+        where = "a local Ray cluster" if local else f"the Ray cluster at {address}"
+        raise UnavailableError(f"cannot start or reach {where}: {exc}") from None
+    # After ray.init, which installs a SIGTERM handler that aborts the process.
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
     }
-    local = address is None
     try:
-        try:
-            if local:
-                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-            else:
-                ray.init(address=address, log_to_driver=False)
-        except Exception as exc:  # Ray raises a bare Exception when its node does not start
-            where = "a local Ray cluster" if local else f"the Ray cluster at {address}"
-            raise UnavailableError(f"cannot start or reach {where}: {exc}") from None
         serve.start(http_options={"host": host, "port": port})
         serve.run(application, name=APP_NAME, route_prefix="/")
         print(f"servekit: serving on http://{host}:{port}", flush=True)
         stop.wait()
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if ray.is_initialized():
-            try:
-                serve.delete(APP_NAME)
-                if local:
-                    serve.shutdown()
-            finally:
-                ray.shutdown()
+        try:
+            serve.delete(APP_NAME)
+            if local:
+                serve.shutdown()
+        finally:
+            ray.shutdown()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         print("servekit: stopped", file=sys.stderr, flush=True)
