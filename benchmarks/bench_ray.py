@@ -167,9 +167,9 @@ def main() -> None:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
             serve.start(http_options={"host": "127.0.0.1", "port": port})
-            floor = serve.deployment(name="noop", max_ongoing_requests=256)(
-                serve.ingress(noop_app)(Noop)
-            )
+            floor = serve.deployment(
+                name="noop", max_ongoing_requests=256, logging_config={"enable_access_log": False}
+            )(serve.ingress(noop_app)(Noop))
             # The longest route prefix wins: /v2/models/noop/infer reaches the floor.
             serve.run(floor.bind(), name="noop", route_prefix="/v2/models/noop")
             spec = ReplicaSpec(model_repo=str(tmp / "repo"))

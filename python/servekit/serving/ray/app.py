@@ -41,7 +41,11 @@ def build_app(replica: ReplicaSpec, scale: ScaleOptions | None = None) -> Applic
     replica.validate()
     scale = scale or ScaleOptions()
     deployment = ReplicaDeployment.options(
-        **scale.deployment_options(), graceful_shutdown_timeout_s=replica.drain_timeout_s
+        **scale.deployment_options(),
+        graceful_shutdown_timeout_s=replica.drain_timeout_s,
+        # servekit's statistics and metrics already count every request: Ray's access log
+        # would write a second record per request on the hot path.
+        logging_config={"enable_access_log": False},
     )
     return deployment.bind(replica.to_dict(), ReplicaDirectory.bind())
 
