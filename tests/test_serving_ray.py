@@ -5,6 +5,7 @@ proxy on 127.0.0.1."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import threading
@@ -110,6 +111,7 @@ def app(tmp_path_factory):
         replica_host="127.0.0.1",
     )
     port = free_port()
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")  # a busy machine is slow
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})

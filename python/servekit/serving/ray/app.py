@@ -33,6 +33,8 @@ from servekit.serving.ray.spec import ReplicaSpec, ScaleOptions
 #: The application name ``servekit serve --ray`` deploys under.
 APP_NAME = "servekit"
 IMPORT_PATH = "servekit.serving.ray:app_builder"
+#: Seconds a local Ray node gets to start (``RAY_raylet_start_wait_time_s`` when unset).
+RAYLET_START_WAIT_S = 120
 
 
 def build_app(replica: ReplicaSpec, scale: ScaleOptions | None = None) -> Application:
@@ -102,6 +104,9 @@ def run(
     application = build_app(replica, scale)
     stop = threading.Event()
     local = address is None
+    if local:
+        # Ray gives its node 30 s to start, which a busy machine can exceed.
+        os.environ.setdefault("RAY_raylet_start_wait_time_s", str(RAYLET_START_WAIT_S))
     try:
         if local:
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
