@@ -184,6 +184,50 @@ impl DriftWindow {
         })
     }
 
+    /// `(window rows, rows recorded in total, per column its bin counts)` after expiring old
+    /// time buckets: the state another process adds up with [`Self::statistics_of`].
+    #[pyo3(signature = (now_ns=None))]
+    fn state(&self, now_ns: Option<u64>) -> (u64, u64, Vec<Vec<u64>>) {
+        let now = now_ns.unwrap_or_else(telemetry_clock_ns);
+        let mut w = lock(&self.window);
+        w.advance(now);
+        let counts = (0..w.columns()).map(|j| w.counts(j).to_vec()).collect();
+        (w.rows(), w.total_rows(), counts)
+    }
+
+    /// Per column `(values, psi, ks, ks_pvalue, js)` (or None for a column without values) of
+    /// the given bin counts against this window's reference, as [`Self::statistics`] computes
+    /// them for its own counts. Summed states of windows over the same profile give the
+    /// statistics of all their rows. Fails when the counts do not have this window's columns
+    /// and bins.
+    fn statistics_of(&self, counts: Vec<Vec<u64>>) -> PyResult<Vec<ColumnStats>> {
+        if counts.len() != self.reference.len() {
+            return Err(CoreError::invalid(format!(
+                "counts of {} columns for a window of {} columns",
+                counts.len(),
+                self.reference.len()
+            ))
+            .into());
+        }
+        let mut stats = Vec::with_capacity(counts.len());
+        for (j, (c, reference)) in counts.iter().zip(&self.reference).enumerate() {
+            if c.len() != reference.len() {
+                return Err(CoreError::invalid(format!(
+                    "column {j}: {} counts for {} bins",
+                    c.len(),
+                    reference.len()
+                ))
+                .into());
+            }
+            let present = c.iter().sum::<u64>();
+            stats.push(
+                drift_stats(reference, self.reference_rows, c)
+                    .map(|s| (present, s.psi, s.ks, s.ks_pvalue, s.js)),
+            );
+        }
+        Ok(stats)
+    }
+
     /// Bin counts of one column over the window.
     fn counts(&self, column: usize) -> PyResult<Vec<u64>> {
         let w = lock(&self.window);

@@ -52,6 +52,7 @@ EXTRA_OF_MODULE = {
     "aiohttp": "bench",
     "torch": "torch",
     "onnxscript": "torch",
+    "ray": "ray",
 }
 
 #: Errors from the outside world or from parsing a user's file: bad input, not a bug.

@@ -278,6 +278,19 @@ from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
     help="Seconds an idle keep-alive connection stays open between requests.",
 )
 @grpc_flags
+# -- Ray Serve (servekit.serving.ray; extra `ray`) --------------------------------------------
+@click.option("--ray", is_flag=True, help="Serve with replicas on Ray Serve behind Ray's proxy.")
+@click.option("--ray-address", default=None, help="Ray cluster to use (default: a local one).")
+@click.option("--replicas", type=int, default=None, help="With --ray: replicas (default 1).")
+@click.option("--autoscale", default=None, metavar="MIN:MAX", help="With --ray: autoscale.")
+@click.option(
+    "--target-ongoing-requests", type=float, default=None, help="Autoscaling target (32)."
+)
+@click.option(
+    "--max-ongoing-requests", type=int, default=None, help="Per replica (256): caps batches."
+)
+@click.option("--replica-cpus", type=float, default=None, help="CPUs Ray reserves per replica.")
+@click.option("--print-config", is_flag=True, help="With --ray: print a Ray Serve config.")
 def serve_command(
     model_repo: Path | None,
     registry: Path | None,
@@ -314,7 +327,7 @@ def serve_command(
     http_header_timeout: float,
     http_body_timeout: float,
     http_keep_alive_timeout: float,
-    **grpc: Any,
+    **extra: Any,
 ) -> None:
     """Serve a model repository and/or registry models over the KServe v2 / Triton protocol.
 
@@ -347,6 +360,26 @@ def serve_command(
     check_registry_env(ctx)
     if ctx.get_parameter_source("registry") is ParameterSource.COMMANDLINE and not models:
         raise click.UsageError("--registry needs at least one --model NAME@ALIAS")
+    grpc = {key: value for key, value in extra.items() if key.startswith("grpc_")}
+    ray_flags = {key: value for key, value in extra.items() if key not in grpc}
+    if any(v not in (None, False) for v in ray_flags.values()):  # --ray and its flags
+        from servekit.cli.serve_ray import RayFlags, serve_on_ray
+
+        refuse_unsupported_on_ray(ctx, ray_flags)
+        flags = RayFlags(address=ray_flags.pop("ray_address"), **ray_flags)  # type: ignore[arg-type]
+        flags.check()
+        serve_on_ray(
+            flags, model_repo=model_repo, registry=registry, models=models,
+            poll_interval=poll_interval, max_batch_size=max_batch_size, host=host, port=port,
+            device=device, threads=threads, max_body_bytes=max_body_bytes,
+            max_json_depth=max_json_depth, drain_timeout=drain_timeout,
+            telemetry=dict(
+                reference_profiles=reference_profiles, alert_webhook=alert_webhook,
+                slo_p99_ms=slo_p99_ms, drift_window_rows=drift_window_rows,
+                drift_window_seconds=drift_window_seconds, interval_s=telemetry_interval,
+            ) if telemetry else None,
+        )  # fmt: skip
+        return
     restricted = RestrictedApis.parse(restricted_apis)
     control = ModelControl(ControlMode(model_control_mode), load_models, repository_poll_secs)
     poll_source = click.get_current_context().get_parameter_source("repository_poll_secs")
@@ -490,6 +523,49 @@ async def _main(
         grpc_front_end=front_end,
         registry=registry,
     )
+
+
+#: The serve options the Ray Serve application honours (servekit.cli.serve_ray); the others
+#: are refused with --ray rather than ignored.
+RAY_OPTIONS = frozenset(
+    {
+        "model_repo",
+        "registry",
+        "models",
+        "poll_interval",
+        "max_batch_size",
+        "host",
+        "port",
+        "device",
+        "threads",
+        "max_body_bytes",
+        "max_json_depth",
+        "drain_timeout",
+        "telemetry",
+        "reference_profiles",
+        "alert_webhook",
+        "slo_p99_ms",
+        "drift_window_rows",
+        "drift_window_seconds",
+        "telemetry_interval",
+    }
+)
+
+
+def refuse_unsupported_on_ray(ctx: click.Context, ray_flags: dict[str, object]) -> None:
+    """Raise click.UsageError naming the options given (on the command line or in the
+    environment) that ``--ray`` does not support."""
+    allowed = RAY_OPTIONS | set(ray_flags)
+    given = [
+        param.opts[0]
+        for param in ctx.command.params
+        if param.name is not None
+        and param.name not in allowed
+        and ctx.get_parameter_source(param.name)
+        in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    ]
+    if given:
+        raise click.UsageError(f"not supported with --ray: {', '.join(given)}")
 
 
 def _grpc_options(flags: dict[str, Any], host: str, max_body_bytes: int) -> GrpcOptions | None:

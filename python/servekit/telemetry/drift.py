@@ -172,6 +172,27 @@ class DriftReport:
         }
 
 
+def _sum_states(states: list[dict[str, Any]]) -> dict[str, Any]:
+    """Add up window states (:meth:`DriftMonitor.state`) of the same columns and bins."""
+    if not states:
+        raise InvalidArgumentError("no drift window state to merge")
+    counts = [list(c) for c in states[0]["counts"]]
+    for state in states[1:]:
+        other = state["counts"]
+        if len(other) != len(counts) or any(
+            len(a) != len(b) for a, b in zip(other, counts, strict=True)
+        ):
+            raise InvalidArgumentError("drift window states of different columns or bins")
+        counts = [
+            [a + b for a, b in zip(x, y, strict=True)] for x, y in zip(counts, other, strict=True)
+        ]
+    return {
+        "rows": sum(int(s["rows"]) for s in states),
+        "total_rows": sum(int(s["total_rows"]) for s in states),
+        "counts": counts,
+    }
+
+
 def summarize_inputs(inputs: np.ndarray) -> np.ndarray:
     """Per-row summary of an input with 3 or more dimensions: the mean over every axis after
     the second, as float64 of shape (rows, axis-1 length) (the per-channel mean of N x C x H x W
@@ -310,14 +331,62 @@ class DriftMonitor:
     def report(self, *, now_ns: int | None = None) -> DriftReport:
         """Statistics of the current window against the reference (O(features x bins))."""
         rows, total, stats = self._inputs.statistics(now_ns)
+        prediction = None
+        if self._predictions is not None:
+            _, _, (prediction,) = self._predictions.statistics(now_ns)
+        return self._report(rows, total, stats, prediction)
+
+    def state(self, *, now_ns: int | None = None) -> dict[str, Any]:
+        """The window's binned state, JSON-ready: ``{"inputs": {"rows", "total_rows",
+        "counts"}, "predictions": the same or None}`` (``counts``: per column its bin counts).
+        States of monitors built from the same profile and settings add up
+        (:meth:`merged_report`)."""
+
+        def one(window: DriftWindow) -> dict[str, Any]:
+            rows, total, counts = window.state(now_ns)
+            return {"rows": rows, "total_rows": total, "counts": counts}
+
+        return {
+            "inputs": one(self._inputs),
+            "predictions": None if self._predictions is None else one(self._predictions),
+        }
+
+    def merged_report(self, states: list[dict[str, Any]]) -> DriftReport:
+        """The report of the rows of several windows together (e.g. one per server replica):
+        their :meth:`state` bin counts added, judged with this monitor's profile and
+        thresholds. Exactly the report one monitor holding all those rows would give. Raises
+        InvalidArgumentError for a state of another shape (other profile or columns)."""
+        try:
+            inputs = _sum_states([s["inputs"] for s in states])
+            predictions = (
+                _sum_states([s["predictions"] for s in states])
+                if self._predictions is not None
+                else None
+            )
+            stats = self._inputs.statistics_of(inputs["counts"])
+            prediction = None
+            if self._predictions is not None and predictions is not None:
+                (prediction,) = self._predictions.statistics_of(predictions["counts"])
+        except InvalidArgumentError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidArgumentError(f"not a drift window state: {exc!r}") from None
+        return self._report(inputs["rows"], inputs["total_rows"], stats, prediction)
+
+    def _report(
+        self,
+        rows: int,
+        total: int,
+        stats: list[tuple[int, float, float, float, float] | None],
+        prediction_stats: tuple[int, float, float, float, float] | None,
+    ) -> DriftReport:
         features = [
             self._column(name, s, t)
             for name, s, t in zip(self.feature_names, stats, self._thresholds, strict=True)
         ]
         prediction = None
         if self._predictions is not None:
-            _, _, (s,) = self._predictions.statistics(now_ns)
-            prediction = self._column("prediction", s, self._prediction_thresholds)
+            prediction = self._column("prediction", prediction_stats, self._prediction_thresholds)
         judged = [f for f in features if f.judged]
         drifted = [f.name for f in judged if f.drifted]
         return DriftReport(

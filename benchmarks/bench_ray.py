@@ -1,0 +1,241 @@
+"""Ray Serve benchmark: what Ray's proxy hop costs servekit, and what a second replica buys.
+
+One local Ray cluster (``ray.init(num_cpus=2)``, no dashboard) holds, behind one proxy:
+
+- ``/noop``: a do-nothing ASGI deployment that reads the body and answers a fixed v2 response
+  (the floor: the proxy hop alone);
+- ``/``: servekit (:func:`servekit.serving.ray.build_app`) with digits and the heavy MLP of
+  ``bench_serving.py`` (dynamic batching, one intra-op thread per replica), first with one
+  replica, then two.
+
+Plain ``servekit serve`` (one process, no Ray) on the same repository is the other baseline.
+``wrk`` (one thread) posts one-row binary v2 requests: at one connection, the per-request
+round trip of digits (plain servekit, the Ray floor, servekit through Ray); at 16 connections,
+the heavy model's throughput with 1 and 2 replicas (and plain servekit). For every point, the
+CPU seconds used by the client (wrk), Ray's proxy and each replica (``/proc``), per second of
+measurement. Each point runs ``--runs`` times (default 3); the table shows medians with the
+spread (min-max).
+
+Goals: servekit through Ray within 1 ms of the floor at c=1; 2 replicas >= 1.3x one replica
+(heavy, c=16).
+
+    python benchmarks/bench_ray.py [--quick] [--duration S] [--runs N]
+
+Prints a table and writes benchmarks/results/ray.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _results import write_results
+from bench_serving import build_repo, free_port, request_bodies, start, stop, wait_ready, wrk
+
+OUT = Path(__file__).resolve().parent / "results" / "ray.json"
+TICK = 100.0  # clock ticks per second of /proc/PID/stat (Linux default)
+
+
+class Noop:
+    """The floor deployment's class: no state, its ASGI app does everything."""
+
+
+def noop_app():  # builds the floor deployment's ASGI app (once per replica)
+    body = (
+        b'{"model_name":"digits","model_version":"1","outputs":[{"name":"probabilities",'
+        b'"datatype":"FP32","shape":[1,10],"data":[0,0,0,0,0,0,0,0,0,1]}]}'
+    )
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        more = True
+        while more:
+            more = (await receive()).get("more_body", False)
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def ray_pids() -> dict[str, int]:
+    """Ray's proxy and servekit replica processes, by their process titles."""
+    found: dict[str, int] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        if title.startswith("ray::ProxyActor"):
+            found["proxy"] = int(proc.name)
+        elif title.startswith("ray::ServeReplica:servekit:ServekitReplica"):
+            found[f"replica{sum(k.startswith('replica') for k in found) + 1}"] = int(proc.name)
+    return found
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def measure(port, path, body, headers, conns, duration, tmp, pids, runs) -> dict:
+    """``runs`` wrk runs; medians and spreads of requests/s and p50, and CPU per process."""
+    results = []
+    for _ in range(runs):
+        before = {name: cpu_s(pid) for name, pid in pids.items()}
+        child = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start_t = time.monotonic()
+        result = wrk(port, path, body, headers, conns, duration, tmp)
+        wall = time.monotonic() - start_t
+        after_child = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if result["errors"] or result["non2xx"]:
+            raise RuntimeError(f"{path} c={conns}: {result}")
+        cpu = {name: (cpu_s(pid) - before[name]) / wall for name, pid in pids.items()}
+        cpu["client"] = (
+            after_child.ru_utime + after_child.ru_stime - child.ru_utime - child.ru_stime
+        ) / wall
+        results.append({**result, "cpu": cpu})
+    rps = [r["rps"] for r in results]
+    p50 = [r["p50_us"] for r in results]
+    return {
+        "rps": statistics.median(rps),
+        "rps_spread": [min(rps), max(rps)],
+        "p50_us": statistics.median(p50),
+        "p50_spread": [min(p50), max(p50)],
+        # Mean round trip at one connection: 1 / requests per second.
+        "round_trip_us": statistics.median(1e6 / r for r in rps),
+        "cpu": {k: statistics.median(r["cpu"][k] for r in results) for k in results[0]["cpu"]},
+        "runs": results,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 s per run instead of 10 s")
+    parser.add_argument("--duration", type=float, default=None, help="seconds per run")
+    parser.add_argument("--runs", type=int, default=3, help="runs per point (median)")
+    args = parser.parse_args()
+    duration = args.duration or (3.0 if args.quick else 10.0)
+
+    import ray
+    from ray import serve
+
+    from servekit.serving.ray import ReplicaSpec, ScaleOptions, build_app
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        build_repo(tmp / "repo")
+        x = np.random.default_rng(0).standard_normal((1, 64)).astype(np.float32)
+        body, headers = request_bodies(x, tmp, "row")["binary"]
+        points: dict[str, dict] = {}
+
+        port = free_port()
+        plain = start(
+            [sys.executable, "-m", "servekit", "serve", "--model-repo", str(tmp / "repo"),
+             "--port", str(port)],
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            log=tmp / "plain.log",
+        )  # fmt: skip
+        try:
+            wait_ready(port, plain, timeout=120)
+            pids = {"server": plain.pid}
+            points["plain c=1"] = measure(
+                port, "digits", body, headers, 1, duration, tmp, pids, args.runs
+            )
+            points["plain heavy c=16"] = measure(
+                port, "heavy", body, headers, 16, duration, tmp, pids, args.runs
+            )
+        finally:
+            stop(plain)
+
+        port = free_port()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            floor = serve.deployment(
+                name="noop", max_ongoing_requests=256, logging_config={"enable_access_log": False}
+            )(serve.ingress(noop_app)(Noop))
+            # The longest route prefix wins: /v2/models/noop/infer reaches the floor.
+            serve.run(floor.bind(), name="noop", route_prefix="/v2/models/noop")
+            spec = ReplicaSpec(model_repo=str(tmp / "repo"))
+
+            def deploy(replicas: int) -> dict[str, int]:
+                scale = ScaleOptions(replicas=replicas, replica_cpus=0.5)
+                serve.run(build_app(spec, scale), name="servekit", route_prefix="/")
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline:
+                    pids = ray_pids()
+                    if sum(k.startswith("replica") for k in pids) == replicas:
+                        return pids
+                    time.sleep(0.5)
+                raise RuntimeError(f"{replicas} replicas did not come up")
+
+            pids = deploy(1)
+            points["ray floor c=1"] = measure(
+                port, "noop", body, headers, 1, duration, tmp, {"proxy": pids["proxy"]},
+                args.runs,
+            )  # fmt: skip
+            points["ray servekit c=1"] = measure(
+                port, "digits", body, headers, 1, duration, tmp, pids, args.runs
+            )
+            points["ray heavy 1 replica c=16"] = measure(
+                port, "heavy", body, headers, 16, duration, tmp, pids, args.runs
+            )
+            pids = deploy(2)
+            points["ray heavy 2 replicas c=16"] = measure(
+                port, "heavy", body, headers, 16, duration, tmp, pids, args.runs
+            )
+        finally:
+            try:
+                serve.shutdown()
+            finally:
+                ray.shutdown()
+
+    overhead_floor = (
+        points["ray servekit c=1"]["round_trip_us"] - points["ray floor c=1"]["round_trip_us"]
+    )
+    overhead_plain = (
+        points["ray servekit c=1"]["round_trip_us"] - points["plain c=1"]["round_trip_us"]
+    )
+    scaling = points["ray heavy 2 replicas c=16"]["rps"] / points["ray heavy 1 replica c=16"]["rps"]
+    print(f"{'point':28} {'req/s (spread)':>24} {'p50 us':>8}  cpu s/s per process")
+    for name, p in points.items():
+        spread = f"{p['rps_spread'][0]:.0f}-{p['rps_spread'][1]:.0f}"
+        cpu = ", ".join(f"{k} {v:.2f}" for k, v in p["cpu"].items())
+        print(f"{name:28} {p['rps']:>10.0f} ({spread:>11}) {p['p50_us']:>8.0f}  {cpu}")
+    print(
+        f"c=1 round trip: servekit via Ray - floor = {overhead_floor / 1000:.2f} ms (goal <= 1 ms);"
+        f" servekit via Ray - plain servekit = {overhead_plain / 1000:.2f} ms"
+    )
+    print(f"heavy c=16: 2 replicas / 1 replica = {scaling:.2f}x (goal >= 1.3x)")
+    write_results(
+        OUT,
+        {
+            "duration_s": duration,
+            "runs": args.runs,
+            "points": points,
+            "overhead_vs_floor_ms": overhead_floor / 1000,
+            "overhead_vs_plain_ms": overhead_plain / 1000,
+            "two_replica_scaling": scaling,
+        },
+    )
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
