@@ -164,7 +164,7 @@ def main() -> None:
             stop(plain)
 
         port = free_port()
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
             serve.start(http_options={"host": "127.0.0.1", "port": port})
             floor = serve.deployment(

@@ -112,7 +112,7 @@ def app(tmp_path_factory):
     )
     port = free_port()
     os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")  # a busy machine is slow
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app(spec, ScaleOptions(replicas=2, replica_cpus=0.5)), name=APP)

@@ -109,7 +109,12 @@ def run(
         os.environ.setdefault("RAY_raylet_start_wait_time_s", str(RAYLET_START_WAIT_S))
     try:
         if local:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+            ray.init(
+                address="local",  # a new cluster, never one found on this machine
+                num_cpus=os.cpu_count(),
+                include_dashboard=False,
+                log_to_driver=False,
+            )
         else:
             ray.init(address=address, log_to_driver=False)
     except Exception as exc:  # Ray raises a bare Exception when its node does not start
