@@ -26,6 +26,7 @@ from servekit.serving import metrics
 from servekit.serving.access import header_lookup, http_api_group
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.errors import DEFAULT_MAX_BODY_BYTES, http_status, internal_error_message
+from servekit.serving.rest.openapi import openapi_document
 
 log = logging.getLogger("servekit.serving")
 
@@ -187,6 +188,10 @@ def create_app(plane: DataPlane, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
         return Response(text, media_type=metrics.CONTENT_TYPE)
 
     app.router.routes.append(Route("/metrics", prometheus, methods=["GET"]))
+
+    @app.get("/v2/openapi.json", include_in_schema=False)
+    async def openapi() -> Response:
+        return _json(openapi_document(app, [e.name for e in plane.repository.entries()]))
 
     @app.get("/v2/health/live")
     async def live() -> Response:
