@@ -366,7 +366,7 @@ def test_runner_output_with_wrong_rows_is_an_inference_error():
         (req(0, rows=5), {}, "5 rows"),
         ({"x": np.zeros((2, 3)), "z": np.zeros((3, 1))}, {}, "input 'z' has 3 rows"),
         ({"x": np.float32(1.0)}, {}, "0-d"),
-        ({"x": np.array([["a"]], dtype=object)}, {}, "dtype object"),
+        ({"x": np.array([[1.5]], dtype=object)}, {}, "element 0 is <class 'float'>, not bytes"),
         ({}, {}, "at least one input"),
         (req(0), {"priority": 3}, "priority 3"),
         (req(0), {"priority": -1}, "priority -1"),

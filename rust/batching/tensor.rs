@@ -11,6 +11,58 @@ pub struct DType {
     pub itemsize: usize,
 }
 
+impl DType {
+    /// Variable-length byte strings (KServe BYTES, numpy object arrays of bytes): the data is
+    /// the elements in row-major order, each a 4-byte little-endian length then its bytes
+    /// (Triton's serialization), so concatenating tensors concatenates their rows.
+    pub const BYTES: DType = DType {
+        num: 17,
+        itemsize: 0,
+    };
+
+    /// Whether this is [`DType::BYTES`] (serialized elements rather than fixed-size items).
+    pub fn is_bytes(&self) -> bool {
+        *self == DType::BYTES
+    }
+}
+
+/// Serialize byte strings as [`DType::BYTES`] data.
+pub fn serialize_bytes<'a>(elements: impl IntoIterator<Item = &'a [u8]>) -> CoreResult<Vec<u8>> {
+    let mut data = Vec::new();
+    for e in elements {
+        let len = u32::try_from(e.len())
+            .map_err(|_| CoreError::invalid("a BYTES element is longer than 4 GiB"))?;
+        data.extend_from_slice(&len.to_le_bytes());
+        data.extend_from_slice(e);
+    }
+    Ok(data)
+}
+
+/// The `count` elements of [`DType::BYTES`] data; fails when the data holds another number of
+/// elements or ends inside one.
+pub fn deserialize_bytes(data: &[u8], count: usize) -> CoreResult<Vec<&[u8]>> {
+    let mut out = Vec::with_capacity(count);
+    let mut rest = data;
+    while !rest.is_empty() {
+        let (head, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| CoreError::invalid("BYTES data ends inside a length"))?;
+        let len = u32::from_le_bytes(*head) as usize;
+        if tail.len() < len {
+            return Err(CoreError::invalid("BYTES data ends inside an element"));
+        }
+        out.push(&tail[..len]);
+        rest = &tail[len..];
+    }
+    if out.len() != count {
+        return Err(CoreError::invalid(format!(
+            "BYTES data holds {} elements, the shape needs {count}",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
 /// A C-contiguous tensor whose first dimension is the batch (rows) dimension.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
@@ -27,6 +79,10 @@ impl Tensor {
             return Err(CoreError::invalid(
                 "a tensor needs a batch dimension (got a 0-d array)",
             ));
+        }
+        if dtype.is_bytes() {
+            deserialize_bytes(&data, shape.iter().product())?;
+            return Ok(Tensor { dtype, shape, data });
         }
         let expected = shape.iter().product::<usize>() * dtype.itemsize;
         if expected != data.len() {
@@ -109,6 +165,29 @@ mod tests {
     fn concat_refuses_different_inner_shapes() {
         let err = concat(&[&t(1, 3, 0.0), &t(1, 4, 0.0)]).unwrap_err();
         assert!(err.to_string().contains("[1, 4]"), "{err}");
+    }
+
+    fn strings(rows: &[&[u8]]) -> Tensor {
+        let data = serialize_bytes(rows.iter().copied()).unwrap();
+        Tensor::new(DType::BYTES, vec![rows.len(), 1], data).unwrap()
+    }
+
+    #[test]
+    fn bytes_tensors_concatenate_their_rows() {
+        let a = strings(&[b"ab", b""]);
+        let b = strings(&[b"xyz"]);
+        let batch = concat(&[&a, &b]).unwrap();
+        assert_eq!(batch.shape, vec![3, 1]);
+        let elements = deserialize_bytes(&batch.data, 3).unwrap();
+        assert_eq!(elements, vec![&b"ab"[..], b"", b"xyz"]);
+    }
+
+    #[test]
+    fn bytes_data_must_hold_the_shape() {
+        let data = serialize_bytes([&b"ab"[..]]).unwrap();
+        assert!(Tensor::new(DType::BYTES, vec![2], data.clone()).is_err());
+        assert!(Tensor::new(DType::BYTES, vec![1], data[..5].to_vec()).is_err());
+        assert!(Tensor::new(DType::BYTES, vec![1], data[..2].to_vec()).is_err());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use numpy::{PyArray1, PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntyp
 use pyo3::exceptions::{PyException, PyRuntimeError, PyStopIteration};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 use pyo3::IntoPyObjectExt;
 use std::os::raw::c_int;
 use std::sync::{Arc, Condvar, Mutex, Weak};
@@ -118,9 +118,13 @@ fn to_tensor(descrs: &Descrs, name: &str, value: &Bound<'_, PyAny>) -> CoreResul
         }
     };
     let descr = arr.dtype();
+    if descr.kind() == b'O' {
+        return bytes_tensor(name, &arr);
+    }
     if !matches!(descr.kind(), b'b' | b'i' | b'u' | b'f' | b'c') {
         return Err(CoreError::invalid(format!(
-            "input '{name}' has dtype {}; batching handles bool, integer, float and complex arrays",
+            "input '{name}' has dtype {}; batching handles bool, integer, float and complex \
+             arrays and object arrays of bytes (BYTES)",
             descr.str().map(|s| s.to_string()).unwrap_or_default()
         )));
     }
@@ -158,6 +162,59 @@ fn to_tensor(descrs: &Descrs, name: &str, value: &Bound<'_, PyAny>) -> CoreResul
     Tensor::new(dtype, shape, data)
 }
 
+/// Serialize an object array of bytes (KServe BYTES) into a [`DType::BYTES`] tensor; `str`
+/// elements are taken as UTF-8. Errors name the input and the element.
+fn bytes_tensor(name: &str, arr: &Bound<'_, PyUntypedArray>) -> CoreResult<Tensor> {
+    if arr.ndim() == 0 {
+        return Err(CoreError::invalid(format!(
+            "input '{name}' is a 0-d array; inputs need a batch dimension first"
+        )));
+    }
+    let shape = arr.shape().to_vec();
+    let flat = arr
+        .call_method1("reshape", (-1,))
+        .and_then(|f| f.call_method0("tolist"))
+        .map_err(|e| CoreError::invalid(format!("input '{name}': {e}")))?;
+    let mut owned: Vec<Vec<u8>> = Vec::with_capacity(shape.iter().product());
+    for (i, item) in flat
+        .try_iter()
+        .map_err(|e| CoreError::invalid(format!("input '{name}': {e}")))?
+        .enumerate()
+    {
+        let item = item.map_err(|e| CoreError::invalid(format!("input '{name}': {e}")))?;
+        let bytes = if let Ok(b) = item.cast::<PyBytes>() {
+            b.as_bytes().to_vec()
+        } else if let Ok(s) = item.cast::<PyString>() {
+            s.to_str()
+                .map_err(|e| CoreError::invalid(format!("input '{name}' element {i}: {e}")))?
+                .as_bytes()
+                .to_vec()
+        } else {
+            return Err(CoreError::invalid(format!(
+                "input '{name}' element {i} is {}, not bytes (BYTES elements are bytes)",
+                item.get_type()
+            )));
+        };
+        owned.push(bytes);
+    }
+    let data = tensor::serialize_bytes(owned.iter().map(Vec::as_slice))?;
+    Tensor::new(DType::BYTES, shape, data)
+}
+
+/// An object array of bytes (each element a new bytes object) from a [`DType::BYTES`] tensor.
+fn bytes_array<'py>(py: Python<'py>, t: &Tensor) -> PyResult<Bound<'py, PyAny>> {
+    let elements = tensor::deserialize_bytes(&t.data, t.shape.iter().product())?;
+    let list: Vec<Bound<'py, PyBytes>> = elements.iter().map(|e| PyBytes::new(py, e)).collect();
+    let numpy = py.import("numpy")?;
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("dtype", numpy.getattr("object_")?)?;
+    let flat = numpy.call_method("empty", (list.len(),), Some(&kwargs))?;
+    for (i, item) in list.into_iter().enumerate() {
+        flat.set_item(i, item)?;
+    }
+    flat.call_method1("reshape", (PyTuple::new(py, &t.shape)?,))
+}
+
 fn numpy_asarray<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     py.import("numpy")?.getattr("asarray")?.call1((value,))
 }
@@ -165,6 +222,9 @@ fn numpy_asarray<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Bo
 /// Wrap a tensor as a numpy array without copying: the array views the tensor's buffer, owned
 /// by a uint8 array set as its base.
 fn to_array<'py>(py: Python<'py>, descrs: &Descrs, t: Tensor) -> PyResult<Bound<'py, PyAny>> {
+    if t.dtype.is_bytes() {
+        return bytes_array(py, &t);
+    }
     let descr = descrs.get(py, t.dtype)?;
     let mut dims: Vec<npyffi::npy_intp> = t.shape.iter().map(|&d| d as npyffi::npy_intp).collect();
     let base = PyArray1::<u8>::from_vec(py, t.data);

@@ -187,6 +187,7 @@ _HTTP_ROUTES: list[tuple[str, re.Pattern[str], ApiGroup]] = [
         ("*", _MODEL + r"/trace/setting", ApiGroup.TRACE),
         ("*", _MODEL, ApiGroup.METADATA),
         ("*", r"/v2", ApiGroup.METADATA),
+        ("*", r"/v2/openapi\.json", ApiGroup.METADATA),  # servekit: the API's description
         ("*", r"/v2/repository(?:/.*)?", ApiGroup.MODEL_REPOSITORY),
         ("*", r"/v2/(?:system|cuda)sharedmemory(?:/.*)?", ApiGroup.SHARED_MEMORY),
         ("*", r"/v2/trace/setting", ApiGroup.TRACE),

@@ -31,6 +31,7 @@ from servekit.serving.dataplane import DataPlane
 from servekit.serving.errors import DEFAULT_MAX_BODY_BYTES, http_status, internal_error_message
 from servekit.serving.rest import encoding
 from servekit.serving.rest.candidates import add_candidate_routes
+from servekit.serving.rest.openapi import openapi_document
 from servekit.ui import UiSources, mount_ui
 
 if TYPE_CHECKING:
@@ -225,6 +226,10 @@ def create_app(
         return Response(plane.metrics_text(registries), media_type=metrics.CONTENT_TYPE)
 
     app.router.routes.append(Route("/metrics", prometheus, methods=["GET"]))
+
+    @app.get("/v2/openapi.json", include_in_schema=False)
+    async def openapi() -> Response:
+        return _json(openapi_document(app, [e.name for e in plane.repository.entries()]))
 
     @app.get("/v2/health/live")
     async def live() -> Response:
