@@ -98,14 +98,18 @@ def main() -> None:
         cli = [sys.executable, "-m", "servekit", "containerize", "iris", "--registry",
                str(root / "reg"), "--base", args.base]  # fmt: skip
         context_s = timed([*cli, "--out", "ctx"], root)
+        dangling = set(podman("images", "-q", "--no-trunc", "--filter", "dangling=true").split())
         build_s = timed(["podman", "build", "--network", "none", "--format", "docker",
                          "-t", image, str(root / "ctx")], root)  # fmt: skip
         try:
             size = json.loads(podman("image", "inspect", image))[0]["Size"]
             base = json.loads(podman("image", "inspect", args.base))[0]["Size"]
             ready = [start_to_ready(image) for _ in range(runs)]
-        finally:
+        finally:  # the image and its build stage (left untagged by the build)
             podman("rmi", "-f", image)
+            stage = set(podman("images", "-q", "--no-trunc", "--filter", "dangling=true").split())
+            if stage - dangling:
+                podman("rmi", "-f", *(stage - dangling))
         (root / "w.bin").write_bytes(b"weights")
         eager, lazy = [], []
         for _ in range(runs):  # interleaved, so machine noise hits both alike

@@ -66,4 +66,7 @@ def containerize_command(
         build_image(out, image)
         click.echo(f"built {image}")
     else:
-        click.echo(f"build it with: podman build --network none --format docker -t TAG {out}")
+        click.echo(
+            f"build it with: podman build --network none --format docker -t TAG {out}"
+            f" (or: docker build --network none -t TAG {out})"
+        )
