@@ -31,6 +31,9 @@ def test_demo_quick_runs_every_stage(run_cli, tmp_path):
     # Promotion went through gates and is in the audit log.
     actions = [e.action for e in reg.history("digits")]
     assert actions[0] == "promote" and reg.get("digits@production") is not None
+    # The candidate was shadowed on live traffic first; the decision recorded those figures.
+    assert "live requests: agreement" in out
+    assert any("live figures from" in (e.reason or "") for e in reg.history("digits"))
     # Telemetry saw no drift on training-like traffic, then drift on the shifted traffic.
     lines = out.splitlines()
     normal = next(line for line in lines if "rows like the training data" in line)
