@@ -253,8 +253,12 @@ async def _main(
     await plane.load_all()
     if source is not None:
         await source.load_all(plane)
-    for spec in specs:
-        await plane.add_candidate(spec)
+    try:
+        for spec in specs:
+            await plane.add_candidate(spec)
+    except BaseException:
+        await plane.close()  # what loaded closes before the error ends the process
+        raise
     telemetry = plane.repository.telemetry
     if telemetry is not None:
         served = {e.name for e in plane.repository.entries()}
