@@ -40,6 +40,9 @@ def test_demo_quick_runs_every_stage(run_cli, tmp_path):
         assert (version_dir / "model.onnx").is_file()
         assert (version_dir / "reference_profile.json").is_file()
         assert f'name: "{name}"' in (work / "model_repo" / name / "config.pbtxt").read_text()
+    # The candidate was shadowed on live traffic first; the decision recorded those figures.
+    assert "live requests: agreement" in out
+    assert any("live figures from" in (e.reason or "") for e in reg.history("digits"))
     # Telemetry saw no drift on training-like traffic, then drift on the shifted traffic.
     lines = out.splitlines()
     normal = next(line for line in lines if "rows like the training data" in line)

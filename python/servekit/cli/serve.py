@@ -497,8 +497,12 @@ async def _main(
     await require_served(plane, source, startup_grace, poll_interval)
     if source is not None:
         source.release_reports()
-    for spec in specs:
-        await plane.add_candidate(spec)
+    try:
+        for spec in specs:
+            await plane.add_candidate(spec)
+    except BaseException:
+        await plane.close()  # what loaded closes before the error ends the process
+        raise
     telemetry = plane.repository.telemetry
     if telemetry is not None:
         served = {e.name for e in plane.repository.entries()}

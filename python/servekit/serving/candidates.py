@@ -30,6 +30,7 @@ import hashlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -433,23 +434,26 @@ class CandidateSet:
         self._hide(candidate)
         await candidate.close()
 
-    async def refresh(self, production: dict[str, int]) -> None:
+    async def refresh(self, production: Callable[[str], int | None]) -> None:
         """Reload the candidates whose reference names another version now (an alias moved):
-        the new version starts with fresh figures (idle while it is the version ``production``
-        serves for its model). A reference that fails to resolve or load is logged and its
-        candidate keeps running."""
+        the new version starts with fresh figures (idle while it is the version
+        ``production(model)`` serves now). A reference that fails to resolve or load is logged
+        and its candidate keeps running."""
         if self.source is None:
             return
-        for name, group in list(self.models.items()):
+        for group in list(self.models.values()):
             for candidate in group.all():
-                await self._refresh_one(candidate, production.get(name))
+                await self._refresh_one(candidate, production)
 
-    async def _refresh_one(self, candidate: Candidate, production: int | None) -> None:
+    async def _refresh_one(
+        self, candidate: Candidate, production: Callable[[str], int | None]
+    ) -> None:
         assert self.source is not None
         try:
             wanted = await asyncio.to_thread(self.source.resolve, candidate.spec.ref)
             if wanted == candidate.version:
-                if wanted != production:  # active again (production moved away): expose
+                # Active again when production moved away (read after the await: now).
+                if wanted != production(candidate.spec.model_name):
                     self._expose(candidate)
                 return
             group = self.models.get(candidate.spec.model_name)
@@ -467,7 +471,7 @@ class CandidateSet:
             log.error("candidate %s: %s", candidate.spec.ref, exc)
             return
         fresh = Candidate(candidate.spec, model, self.queue_size)
-        if model.version != production:
+        if model.version != production(candidate.spec.model_name):
             self._expose(fresh)
         if group is not None:
             group.shadows = [fresh if c is candidate else c for c in group.shadows]

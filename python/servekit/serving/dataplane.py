@@ -331,7 +331,14 @@ class DataPlane:
 
     async def refresh_candidates(self) -> None:
         """Follow the candidates' references (see CandidateSet.refresh)."""
-        production = {e.name: max(e.versions) for e in self.repository.entries() if e.versions}
+
+        def production(name: str) -> int | None:
+            try:
+                model = self._production(name)
+            except NotFoundError:
+                return None
+            return None if model is None else model.version
+
         await self.candidates.refresh(production)
 
     async def remove_candidate(self, name: str, ref: str, role: str | None = None) -> None:

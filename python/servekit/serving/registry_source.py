@@ -173,13 +173,15 @@ class RegistrySource:
         self._unresolved.pop(name, None)
         if wanted == self.serving.get(name):
             return
-        plane.candidates.release(name, wanted)  # a candidate at that version goes idle
         entry = await asyncio.to_thread(self.build, name)
         if not entry.versions and self.serving.get(name) is not None:
             log.error("%s moved to version %d, which did not load; still serving version %d",
                       self.refs[name], wanted, self.serving[name])  # fmt: skip
             self.serving[name] = wanted  # do not retry a broken version on every poll
             return
+        # No await between these two: a candidate at that version goes idle and yields its
+        # telemetry key as production takes it.
+        plane.candidates.release(name, wanted)
         old = plane.repository.install(entry)
         self.serving[name] = wanted
         log.info("%s now serves version %d", self.refs[name], wanted)
