@@ -1,11 +1,14 @@
 """``servekit registry ...``: register, inspect, alias, verify and clean a model registry.
 
-Every command takes ``--registry DIR`` (default: ``$SERVEKIT_HOME``, else ``~/.servekit``).
+``--registry DIR`` (default: ``$SERVEKIT_HOME``, else ``~/.servekit``) is accepted on the group
+(``servekit registry --registry D list``) and on each command (``servekit registry list
+--registry D``); the command's own wins when both are given.
 Bad input prints one line and exits 2; ``verify`` exits 1 with one line per problem.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable
@@ -23,15 +26,27 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_PROBLEMS = 1
 
 
+#: Where the group's ``--registry`` is kept for its commands (``Context.meta`` is shared by
+#: a context and all its children).
+_GROUP_REGISTRY = "servekit.registry_dir"
+
+_REGISTRY_PATH = click.Path(file_okay=False, path_type=Path)
+_REGISTRY_HELP = "Registry root (default: $SERVEKIT_HOME, else ~/.servekit)."
+
+
 def registry_option(fn: F) -> F:
-    """Add ``--registry DIR`` to a command."""
-    return click.option(
-        "--registry",
-        "registry_dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        help="Registry root (default: $SERVEKIT_HOME, else ~/.servekit).",
-    )(fn)
+    """Add ``--registry DIR`` to a command; without it the group's ``--registry`` applies."""
+
+    @functools.wraps(fn)
+    def with_group_default(*args: Any, registry_dir: Path | None, **kwargs: Any) -> Any:
+        if registry_dir is None:
+            registry_dir = click.get_current_context().meta.get(_GROUP_REGISTRY)
+        return fn(*args, registry_dir=registry_dir, **kwargs)
+
+    option = click.option(
+        "--registry", "registry_dir", type=_REGISTRY_PATH, default=None, help=_REGISTRY_HELP
+    )
+    return option(with_group_default)  # type: ignore[return-value]
 
 
 def _pairs(option: str, items: tuple[str, ...]) -> dict[str, str]:
@@ -66,8 +81,13 @@ def _summary(v: ModelVersion) -> str:
 
 
 @click.group("registry")
-def registry() -> None:
+@click.option(
+    "--registry", "registry_dir", type=_REGISTRY_PATH, default=None, help=_REGISTRY_HELP
+)
+@click.pass_context
+def registry(ctx: click.Context, registry_dir: Path | None) -> None:
     """Content-addressed model registry: versions, aliases, lineage, integrity."""
+    ctx.meta[_GROUP_REGISTRY] = registry_dir
 
 
 @registry.command("register")

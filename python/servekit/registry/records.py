@@ -7,9 +7,6 @@ suffix, e.g. ``"2025-01-31T09:05:07.123456Z"``; they sort as text in time order.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -150,19 +147,6 @@ def version_from_row(row: tuple[Any, ...]) -> ModelVersion:
         archived=archived,
     )
     return mv
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause Python's cycle collector while thousands of rows are built: they hold no cycles,
-    and the collections their fresh containers trigger would cost about a third of the time."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def model_from_row(row: tuple[Any, ...]) -> RegisteredModel:

@@ -27,7 +27,6 @@ from servekit.registry.records import (
     ModelVersion,
     RegisteredModel,
     event_from_row,
-    gc_paused,
     model_from_row,
     version_from_row,
 )
@@ -202,8 +201,7 @@ class Registry:
             None if variant is None else _str("variant", variant),
             None if order_by is None else _str("order_by", order_by),
         )
-        with gc_paused():
-            return [version_from_row(r) for r in self._core.list_versions(*args)]
+        return [version_from_row(r) for r in self._core.list_versions(*args)]
 
     def set_alias(
         self,
@@ -282,8 +280,7 @@ class Registry:
     def history(self, name: str) -> list[AliasEvent]:
         """Return every alias move of model ``name``, oldest first."""
         name = _str("model name", name)
-        with gc_paused():
-            return [event_from_row(r) for r in self._core.history(name)]
+        return [event_from_row(r) for r in self._core.history(name)]
 
     def lineage(self, ref: str) -> list[ModelVersion]:
         """Return the version ``ref`` points at, then its parent, grandparent, ... ."""
