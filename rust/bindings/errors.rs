@@ -29,13 +29,14 @@ enum Kind {
     Integrity,
     Storage,
     Conflict,
+    Precondition,
     Unavailable,
     QueueFull,
     Timeout,
     Inference,
 }
 
-const CLASSES: [Class; 10] = [
+const CLASSES: [Class; 11] = [
     Class {
         name: "ServekitError",
         parent: None,
@@ -71,6 +72,12 @@ const CLASSES: [Class; 10] = [
         parent: Some(Kind::Servekit),
         builtin: None,
         doc: "The operation conflicts with what is stored.",
+    },
+    Class {
+        name: "PreconditionFailedError",
+        parent: Some(Kind::Conflict),
+        builtin: None,
+        doc: "A compare-and-swap found other than expected (an alias moved); nothing changed.",
     },
     Class {
         name: "UnavailableError",
@@ -136,6 +143,7 @@ impl From<CoreError> for PyErr {
             CoreError::NotFound(_) => Kind::NotFound,
             CoreError::Integrity(_) => Kind::Integrity,
             CoreError::Conflict(_) => Kind::Conflict,
+            CoreError::Precondition(_) => Kind::Precondition,
             CoreError::Unavailable(_) => Kind::Unavailable,
             CoreError::QueueFull(_) => Kind::QueueFull,
             CoreError::Timeout(_) => Kind::Timeout,

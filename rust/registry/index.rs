@@ -529,6 +529,29 @@ impl Db<'_> {
                 .and_then(|mut s| s.execute(params![model_id, alias])),
         };
         changed.map_err(|e| self.err(e))?;
+        self.record_alias_event(
+            model_id,
+            alias,
+            action,
+            previous,
+            new_version,
+            actor,
+            reason,
+        )
+    }
+
+    /// Append one event to the alias audit log without moving the alias (a refused attempt).
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_alias_event(
+        &self,
+        model_id: i64,
+        alias: &str,
+        action: &str,
+        previous: Option<i64>,
+        new_version: Option<i64>,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> CoreResult<()> {
         self.conn
             .prepare_cached(
                 "INSERT INTO alias_events \

@@ -7,12 +7,16 @@ missing gates (a reason is then required).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from servekit.bench.gates import Gate, GateResult, evaluate, parse_gate
-from servekit.errors import InvalidArgumentError, NotFoundError, ServekitError
+from servekit.errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    PreconditionFailedError,
+    ServekitError,
+)
 from servekit.registry import AliasEvent, ModelVersion, Registry
 
 
@@ -61,6 +65,11 @@ class PromotionRefused(ServekitError):
         self.result = result
 
 
+class PromotionRaced(PreconditionFailedError):
+    """The alias moved between reading the figures the gates judged and moving it; nothing
+    changed and the attempt is in the audit log. Re-run the promotion to judge the new state."""
+
+
 def promote(
     registry: Registry,
     ref: str,
@@ -74,10 +83,13 @@ def promote(
     """Point ``alias`` at the version ``ref`` resolves to if every gate passes.
 
     Gates read the candidate's metrics and, through ``ALIAS.metric``, those of the version an
-    alias points to now. Returns the PromotionResult with the recorded event. Raises
-    PromotionRefused when a gate fails (nothing changes), InvalidArgumentError when no gate is
-    given without ``force`` or ``force`` comes without a ``reason``, and the registry's errors
-    for an unknown reference or alias name.
+    alias points to now. The alias is then moved only if it still points at the version read
+    (a compare-and-swap inside the registry's write transaction), so a concurrent promotion is
+    never overwritten by a decision made on stale figures. Returns the PromotionResult with the
+    recorded event. Raises PromotionRefused when a gate fails (nothing changes), PromotionRaced
+    when the alias moved meanwhile (nothing changes; the attempt is recorded),
+    InvalidArgumentError when no gate is given without ``force`` or ``force`` comes without a
+    ``reason``, and the registry's errors for an unknown reference or alias name.
     """
     parsed = [g if isinstance(g, Gate) else parse_gate(g) for g in gates]
     if force and not (reason and reason.strip()):
@@ -88,18 +100,35 @@ def promote(
             "or --force with --reason"
         )
     candidate = registry.get(ref)
+    read_aliases = {alias, *(a for g in parsed for a in g.aliases)}
+    read = _alias_versions(registry, candidate.name, read_aliases)
     scopes: dict[str | None, dict[str, float]] = {None: candidate.metrics}
-    for name in sorted({a for g in parsed for a in g.aliases}):
+    for name, version in read.items():
         # An alias that points nowhere stays out: evaluate() fails its gates, naming it.
-        with contextlib.suppress(NotFoundError):
-            scopes[name] = registry.get(f"{candidate.name}@{name}").metrics
+        if version is not None:
+            scopes[name] = registry.get(f"{candidate.name}:{version}").metrics
     results = [evaluate(g, scopes) for g in parsed]
     draft = PromotionResult(candidate, alias, results, None)
-    if draft.passed:
-        why = reason or "gates passed: " + "; ".join(g.text for g in parsed)
-        event = registry.set_alias(candidate.ref, alias, reason=why, actor=actor, action="promote")
-        return PromotionResult(candidate, alias, results, event)
-    if not force:
+    if not draft.passed and not force:
         raise PromotionRefused(draft)
-    event = registry.set_alias(candidate.ref, alias, reason=reason, actor=actor, action="force")
-    return PromotionResult(candidate, alias, results, event, forced=True)
+    action = "promote" if draft.passed else "force"
+    why = reason or "gates passed: " + "; ".join(g.text for g in parsed)
+    # Compare-and-swap: the alias moves only if it still points where the gates read it.
+    try:
+        event = registry.set_alias(
+            candidate.ref, alias, reason=why, actor=actor, action=action, expect=read[alias]
+        )
+    except PreconditionFailedError as exc:
+        raise PromotionRaced(str(exc)) from None
+    return PromotionResult(candidate, alias, results, event, forced=not draft.passed)
+
+
+def _alias_versions(registry: Registry, model: str, aliases: set[str]) -> dict[str, int | None]:
+    """The version each alias of ``model`` points at now (None: unset)."""
+    out: dict[str, int | None] = {}
+    for name in sorted(aliases):
+        try:
+            out[name] = registry.get(f"{model}@{name}").version
+        except NotFoundError:
+            out[name] = None
+    return out

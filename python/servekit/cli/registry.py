@@ -17,12 +17,13 @@ from typing import Any, TypeVar
 
 import click
 
-from servekit.errors import InvalidArgumentError
-from servekit.registry import ModelVersion, Registry
+from servekit.errors import InvalidArgumentError, PreconditionFailedError
+from servekit.registry import UNCHECKED, ModelVersion, Registry
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Exit status of ``verify`` when anything is corrupt or missing.
+#: Exit status of ``verify`` when anything is corrupt or missing, and of ``alias set
+#: --expect`` when the alias had moved.
 EXIT_PROBLEMS = 1
 
 
@@ -81,9 +82,7 @@ def _summary(v: ModelVersion) -> str:
 
 
 @click.group("registry")
-@click.option(
-    "--registry", "registry_dir", type=_REGISTRY_PATH, default=None, help=_REGISTRY_HELP
-)
+@click.option("--registry", "registry_dir", type=_REGISTRY_PATH, default=None, help=_REGISTRY_HELP)
 @click.pass_context
 def registry(ctx: click.Context, registry_dir: Path | None) -> None:
     """Content-addressed model registry: versions, aliases, lineage, integrity."""
@@ -181,17 +180,49 @@ def alias() -> None:
     """Move or remove aliases (every move is recorded in the audit log)."""
 
 
+def _expectation(value: str | None) -> Any:
+    """``--expect``: a version number, or ``none`` for "the alias must not exist yet"."""
+    if value is None:
+        return UNCHECKED
+    if value.lower() == "none":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidArgumentError(
+            f"--expect {value!r}: expected a version number, or 'none' for an unset alias"
+        ) from None
+
+
 @alias.command("set")
 @click.argument("ref")
 @click.argument("alias_name", metavar="ALIAS")
 @click.option("--reason", default=None, help="Why, recorded in the audit log.")
 @click.option("--actor", default=None, help="Who (default: user@host).")
+@click.option(
+    "--expect",
+    default=None,
+    metavar="VERSION|none",
+    help="Move only if ALIAS points at VERSION now ('none': only if it is unset); "
+    "otherwise exit 1 and change nothing (the attempt is recorded).",
+)
 @registry_option
 def alias_set(
-    ref: str, alias_name: str, reason: str | None, actor: str | None, registry_dir: Path | None
+    ref: str,
+    alias_name: str,
+    reason: str | None,
+    actor: str | None,
+    expect: str | None,
+    registry_dir: Path | None,
 ) -> None:
     """Point ALIAS at the version REF resolves to."""
-    e = Registry(registry_dir).set_alias(ref, alias_name, reason=reason, actor=actor)
+    try:
+        e = Registry(registry_dir).set_alias(
+            ref, alias_name, reason=reason, actor=actor, expect=_expectation(expect)
+        )
+    except PreconditionFailedError as exc:
+        click.echo(f"servekit: refused: {exc}", err=True)
+        sys.exit(EXIT_PROBLEMS)
     prev = e.previous_version if e.previous_version is not None else "-"
     click.echo(f"{e.model}@{e.alias}: {prev} -> {e.new_version}")
 

@@ -39,6 +39,19 @@ StrPath = str | os.PathLike[str]
 FORMATS: tuple[str, ...] = tuple(_core.REGISTRY_FORMATS)
 #: Actions ``set_alias`` may record (``delete`` is recorded by ``delete_alias``).
 ALIAS_ACTIONS: tuple[str, ...] = tuple(_core.REGISTRY_ALIAS_ACTIONS)
+#: The action of an audit event recording a compare-and-swap move that was refused.
+REFUSED_ACTION: str = _core.REGISTRY_REFUSED_ACTION
+
+
+class _Unchecked:
+    """The default of ``set_alias(expect=...)``: move the alias without comparing."""
+
+    def __repr__(self) -> str:
+        return "UNCHECKED"
+
+
+#: ``set_alias(expect=UNCHECKED)`` (the default) moves the alias wherever it points now.
+UNCHECKED: Any = _Unchecked()
 
 
 def default_actor() -> str:
@@ -211,17 +224,32 @@ class Registry:
         reason: str | None = None,
         actor: str | None = None,
         action: str = "set",
+        expect: int | None = UNCHECKED,
     ) -> AliasEvent:
         """Point ``alias`` of the model at the version ``ref`` resolves to and record the move
         (``action`` one of :data:`ALIAS_ACTIONS`; ``actor`` defaults to ``user@host``).
-        Return the recorded event. Raises NotFoundError for an unknown version,
-        InvalidArgumentError for a bad alias or action, ConflictError for an archived version."""
+
+        ``expect`` makes the move a compare-and-swap: a version number means "only if the alias
+        points at this version now", None "only if the alias does not exist yet"; the check and
+        the move happen in one write transaction, so of concurrent writers expecting the same
+        target exactly one succeeds. A refused attempt is recorded in the audit log (action
+        :data:`REFUSED_ACTION`) and raises PreconditionFailedError. Return the recorded event.
+        Raises NotFoundError for an unknown version, InvalidArgumentError for a bad alias,
+        action or expectation, ConflictError for an archived version."""
+        check = expect is not UNCHECKED
+        number = isinstance(expect, int) and not isinstance(expect, bool)
+        if check and expect is not None and not number:
+            raise InvalidArgumentError(
+                f"expect must be a version number or None, got {type(expect).__name__}"
+            )
         row = self._core.set_alias(
             _str("reference", ref),
             _str("alias", alias),
             default_actor() if actor is None else _str("actor", actor),
             None if reason is None else _str("reason", reason),
             _str("action", action),
+            check,
+            expect if check else None,
         )
         return event_from_row(row)
 
