@@ -30,12 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from servekit import hashing
+from servekit.edge.extract import MANIFEST, PAYLOAD, Limits, extract_bundle
 from servekit.errors import IntegrityError, InvalidArgumentError, PackagingError, StorageError
 
 FORMAT = "servekit-edge-bundle"
 VERSION = 1
-PAYLOAD = "payload"
-MANIFEST = "manifest.json"
 #: Artifact files copied into a bundle when present, besides the model.
 _EXTRA_FILES = ("reference_profile.json", "parity.json")
 
@@ -47,9 +46,11 @@ def build_bundle(
     signature: dict[str, Any],
     metadata: dict[str, Any] | None = None,
     ort: bool = False,
+    model_format: str | None = None,
 ) -> Path:
     """Write an edge bundle for ``artifact`` (a directory holding ``model.onnx``, or an ``.onnx``
-    file) to ``out``; return its path.
+    file; with ``model_format="onnx"``, as the registry knows its artifacts, any file, such as a
+    registry blob, whose name has no suffix) to ``out``; return its path.
 
     ``signature`` is the Signature JSON form. With ``ort``, ONNX Runtime's converter adds
     ``model.ort`` and the required-operators config. The archive is written to a temporary name
@@ -59,7 +60,7 @@ def build_bundle(
     """
     src = Path(artifact)
     model = src / "model.onnx" if src.is_dir() else src
-    if not model.is_file() or model.suffix != ".onnx":
+    if not model.is_file() or (model.suffix != ".onnx" and model_format != "onnx"):
         raise InvalidArgumentError(
             f"{os.fspath(src)!r} holds no model.onnx: edge bundles carry ONNX models only"
         )
@@ -122,55 +123,53 @@ def _convert_to_ort(model: Path) -> None:
         raise PackagingError(f"ORT format conversion failed: {tail[0]}")
 
 
-def extract_verified(bundle: str | os.PathLike[str], dest: Path) -> dict[str, Any]:
-    """Extract ``bundle`` into ``dest``, re-hash every payload file against the manifest and
-    return the manifest.
+def extract_verified(
+    bundle: str | os.PathLike[str], dest: Path, limits: Limits | None = None
+) -> dict[str, Any]:
+    """Extract ``bundle`` into ``dest`` (safely: see :mod:`servekit.edge.extract`), re-hash
+    every payload file, recompute the manifest's tree digest, and return the manifest.
 
     Raises InvalidArgumentError when the file is missing or not an archive, IntegrityError
-    naming each missing, unexpected or changed file (or an unsafe archive member).
+    naming each missing, unexpected or changed file, a digest that does not match, or an
+    unsafe member (or one beyond ``limits``, default :class:`Limits`).
     """
-    path = Path(bundle)
-    if not path.is_file():
-        raise InvalidArgumentError(f"bundle {os.fspath(path)!r} does not exist or is not a file")
-    try:
-        with tarfile.open(path, "r:*") as tar:
-            for member in tar.getmembers():
-                if not (member.isfile() or member.isdir()):
-                    raise IntegrityError(
-                        f"bundle {path.name}: member {member.name!r} is not a regular file"
-                    )
-            tar.extractall(dest, filter="data")
-    except (tarfile.TarError, EOFError) as exc:
-        raise InvalidArgumentError(f"{os.fspath(path)!r} is not a readable bundle: {exc}") from None
-    manifest_path = dest / MANIFEST
-    if not manifest_path.is_file():
-        raise IntegrityError(f"bundle {path.name}: no {MANIFEST}")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise IntegrityError(f"bundle {path.name}: {MANIFEST} is not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise IntegrityError(f"bundle {path.name}: {MANIFEST} is not a {FORMAT} manifest")
+    name = Path(bundle).name
+    manifest = extract_bundle(bundle, dest, limits or Limits())
+    if manifest.get("format") != FORMAT:
+        raise IntegrityError(f"bundle {name}: {MANIFEST} is not a {FORMAT} manifest")
     if manifest.get("version") != VERSION:
-        raise IntegrityError(
-            f"bundle {path.name}: unsupported bundle version {manifest.get('version')!r}"
-        )
+        version = manifest.get("version")
+        raise IntegrityError(f"bundle {name}: unsupported bundle version {version!r}")
+    algorithm = manifest.get("algorithm")
+    if algorithm not in hashing.ALGORITHMS:
+        raise IntegrityError(f"bundle {name}: unknown digest algorithm {algorithm!r}")
     payload = dest / PAYLOAD
-    if not payload.is_dir():
-        raise IntegrityError(f"bundle {path.name}: no {PAYLOAD}/ directory")
-    report = hashing.verify_tree(payload, manifest.get("files", []))
-    if not report.ok:
-        problems = "; ".join(
-            f"{p.split(': ', 1)[0]}: {PAYLOAD}/{p.split(': ', 1)[1]}" for p in report.problems()
+    payload.mkdir(exist_ok=True)
+    listed = {e.path: e for e in (hashing.manifest_from_json(json.dumps(manifest["files"])))}
+    tree = hashing.digest_tree(payload, algorithm)
+    found = {e.path: e for e in tree.manifest}
+    problems = [f"missing: {PAYLOAD}/{p}" for p in sorted(listed.keys() - found.keys())]
+    problems += [f"unexpected: {PAYLOAD}/{p}" for p in sorted(found.keys() - listed.keys())]
+    problems += [
+        f"changed: {PAYLOAD}/{p}"
+        for p in sorted(listed.keys() & found.keys())
+        if listed[p] != found[p]
+    ]
+    if problems:
+        raise IntegrityError(f"bundle {name} failed verification: {'; '.join(problems)}")
+    if manifest.get("digest") != tree.digest:
+        raise IntegrityError(
+            f"bundle {name} failed verification: the manifest digest "
+            f"{manifest.get('digest')!r} is not the digest of its files ({tree.digest})"
         )
-        raise IntegrityError(f"bundle {path.name} failed verification: {problems}")
     return manifest
 
 
-def verify_bundle(bundle: str | os.PathLike[str]) -> dict[str, Any]:
+def verify_bundle(bundle: str | os.PathLike[str], limits: Limits | None = None) -> dict[str, Any]:
     """Re-hash every file of ``bundle`` against its manifest; return the manifest.
 
-    Raises IntegrityError naming each file that is missing, unexpected or changed.
+    Raises IntegrityError naming each file that is missing, unexpected or changed, or the
+    unsafe member (see :func:`extract_verified`).
     """
     with tempfile.TemporaryDirectory(prefix="servekit-verify-") as tmp:
-        return extract_verified(bundle, Path(tmp))
+        return extract_verified(bundle, Path(tmp), limits)
