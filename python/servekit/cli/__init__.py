@@ -21,6 +21,7 @@ COMMANDS = {
     "bench": "servekit.cli.bench:bench_command",
     "promote": "servekit.cli.promote:promote_command",
     "serve": "servekit.cli.serve:serve_command",
+    "keys": "servekit.cli.keys:keys",
 }
 
 EXPORT_COMMANDS = {

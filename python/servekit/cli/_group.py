@@ -44,6 +44,9 @@ EXTRA_OF_MODULE = {
     "matplotlib": "bench",
     "torch": "torch",
     "onnxscript": "torch",
+    "model_signing": "sign",
+    "cryptography": "sign",
+    "OpenSSL": "sign",
 }
 
 #: Errors from the outside world or from parsing a user's file: bad input, not a bug.

@@ -265,15 +265,56 @@ def lineage_command(ref: str, registry_dir: Path | None) -> None:
 
 @registry.command("verify")
 @click.argument("ref", required=False)
+@click.option(
+    "--key",
+    "public_key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also check REF's signature against this public key (PEM).",
+)
 @registry_option
-def verify_command(ref: str | None, registry_dir: Path | None) -> None:
-    """Re-hash REF's artifact (default: every version); exit 1 with one line per problem."""
-    problems = Registry(registry_dir).verify(ref)
+def verify_command(ref: str | None, public_key: Path | None, registry_dir: Path | None) -> None:
+    """Re-hash REF's artifact (default: every version); with --key also check its signature.
+    Exit 1 with one line per problem."""
+    reg = Registry(registry_dir)
+    problems = reg.verify(ref)
+    if public_key is not None:
+        if ref is None:
+            raise InvalidArgumentError("--key needs a REF: signatures are checked per version")
+        from servekit.signing.registry import verify_version
+        from servekit.signing.sign import SignatureError
+
+        try:
+            signed = verify_version(reg, ref, public_key)
+        except SignatureError as exc:
+            problems.append(f"{reg.get(ref).ref}: {exc}")
     if problems:
         for line in problems:
             click.echo(line)
         sys.exit(EXIT_PROBLEMS)
+    if public_key is not None:
+        click.echo(f"ok: {signed.ref} signed by key {signed.key_hint[:16]} ({signed.actor})")
+        return
     click.echo("ok")
+
+
+@registry.command("sign")
+@click.argument("ref")
+@click.option(
+    "--key",
+    "private_key",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Private key (PEM) from 'servekit keys generate'.",
+)
+@click.option("--actor", default=None, help="Who (default: user@host).")
+@registry_option
+def sign_command(ref: str, private_key: Path, actor: str | None, registry_dir: Path | None) -> None:
+    """Sign REF's artifact (OpenSSF model-signing format) and store the signature with it."""
+    from servekit.signing.registry import sign_version
+
+    signed = sign_version(Registry(registry_dir), ref, private_key, actor=actor)
+    click.echo(f"signed {signed.ref} with key {signed.key_hint[:16]}")
 
 
 @registry.command("archive")
