@@ -17,6 +17,7 @@ from servekit.serving.export import BatchingOptions
 from servekit.serving.registry_source import RegistrySource
 from servekit.serving.repository import ModelRepository, RunnerOptions
 from servekit.serving.rest.server import ServerOptions, bind, serve
+from servekit.serving.signature_policy import SignaturePolicy
 from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
 
 
@@ -37,6 +38,19 @@ from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
     multiple=True,
     metavar="NAME@ALIAS",
     help="Registry model to serve (NAME@ALIAS, NAME:VERSION or NAME); repeatable.",
+)
+@click.option(
+    "--trusted-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Public key (PEM) registry versions must be signed with (see --signature-policy).",
+)
+@click.option(
+    "--signature-policy",
+    type=click.Choice(["enforce", "warn", "off"]),
+    default=None,
+    help="enforce: never serve an unsigned or badly signed version; warn: serve it, log and "
+    "count it; off: ignore signatures. Default: enforce with --trusted-key, else off.",
 )
 @click.option(
     "--poll-interval",
@@ -125,6 +139,8 @@ def serve_command(
     model_repo: Path | None,
     registry: Path | None,
     models: tuple[str, ...],
+    trusted_key: Path | None,
+    signature_policy: str | None,
     poll_interval: float,
     max_batch_size: int,
     host: str,
@@ -190,8 +206,14 @@ def serve_command(
         from servekit.registry import Registry
 
         source = RegistrySource(
-            Registry(registry), list(models), runner_options, BatchingOptions(max_batch_size)
+            Registry(registry),
+            list(models),
+            runner_options,
+            BatchingOptions(max_batch_size),
+            _signature_policy(signature_policy, trusted_key),
         )
+    elif trusted_key is not None or signature_policy not in (None, "off"):
+        raise click.UsageError("--trusted-key and --signature-policy apply to --model only")
     sock = bind(host, port)
     try:
         plane = DataPlane(repository, max_json_depth=max_json_depth)
@@ -222,3 +244,8 @@ async def _main(
         await serve(plane, sock, options)
         return
     await serve(plane, sock, options, background=lambda p: source.follow(p, poll_interval))
+
+
+def _signature_policy(mode: str | None, trusted_key: Path | None) -> SignaturePolicy | None:
+    policy = SignaturePolicy.from_options(mode, trusted_key)
+    return None if policy.mode == "off" else policy

@@ -26,6 +26,7 @@ from servekit.serving.repository import (
 if TYPE_CHECKING:
     from servekit.registry import Registry
     from servekit.serving.dataplane import DataPlane
+    from servekit.serving.signature_policy import SignaturePolicy
 
 log = logging.getLogger("servekit.serving")
 
@@ -44,6 +45,7 @@ class RegistrySource:
         refs: list[str],
         runner_options: RunnerOptions,
         batching: BatchingOptions | None = None,
+        signature_policy: SignaturePolicy | None = None,
     ) -> None:
         """Raises InvalidArgumentError when two references name the same model."""
         self.registry = registry
@@ -57,6 +59,7 @@ class RegistrySource:
             self.refs[name] = ref
         self.runner_options = runner_options
         self.batching = batching or BatchingOptions()
+        self.signature_policy = signature_policy
         self.serving: dict[str, int] = {}
 
     def build(self, name: str) -> ModelEntry:
@@ -72,6 +75,8 @@ class RegistrySource:
             return entry
         try:
             model_file = self.registry.model_file(version.ref, verify=True)
+            if self.signature_policy is not None:
+                self.signature_policy.check(self.registry, version)
             config = triton_config(version, model_file, self.batching)
             runner = make_runner(model_file, config, self.runner_options)
             served = ServedModel(name, version.version, config, runner)
