@@ -121,3 +121,26 @@ def test_sign_path_refuses_a_missing_artifact(setup, tmp_path: Path):
     _, keys, _, _ = setup
     with pytest.raises(InvalidArgumentError, match="does not exist"):
         sign_path(tmp_path / "nothing", keys / "private.pem")
+
+
+def test_edge_bundles_carry_the_signature_and_verify_bundle_checks_it(
+    run_cli, setup, tmp_path: Path
+):
+    reg, keys, other, _ = setup
+    onnx = Path(__file__).parent.parent / "model_repo" / "digits" / "1" / "model.onnx"
+    reg.register("edge", onnx, format="onnx")
+    reg.register("edge", onnx, format="onnx")
+    sign_version(reg, "edge:1", keys / "private.pem")
+    r = ["--registry", str(tmp_path / "reg")]
+    signed, unsigned = tmp_path / "signed.tar.gz", tmp_path / "unsigned.tar.gz"
+    run_cli("export", "edge", "edge:1", "--out", str(signed), *r, check=True)
+    run_cli("export", "edge", "edge:2", "--out", str(unsigned), *r, check=True)
+    ok = run_cli("verify-bundle", str(signed), "--key", str(keys / "public.pem"))
+    assert ok.returncode == 0, ok.stderr
+    assert "signature verified" in ok.stdout
+    wrong = run_cli("verify-bundle", str(signed), "--key", str(other / "public.pem"))
+    assert wrong.returncode == 2 and "Key mismatch" in wrong.stderr
+    none = run_cli("verify-bundle", str(unsigned), "--key", str(keys / "public.pem"))
+    assert none.returncode == 2 and "carries no signature" in none.stderr
+    # Without --key only the digests are checked.
+    assert run_cli("verify-bundle", str(unsigned)).returncode == 0

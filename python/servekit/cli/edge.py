@@ -32,6 +32,7 @@ def export_edge(ref: str, out: Path, ort: bool, registry: Path | None) -> None:
     """Write an edge bundle for REF: a registry reference (name, name:VERSION, name@ALIAS) of
     an ONNX version, or a packaged variant directory holding model.onnx."""
     artifact = Path(ref)
+    model_signature = None
     if artifact.is_dir():
         signature, metadata = _artifact_description(artifact)
     else:
@@ -46,6 +47,9 @@ def export_edge(ref: str, out: Path, ort: bool, registry: Path | None) -> None:
         # Resolved once: the pinned NAME:VERSION, so an alias moving meanwhile cannot mix two
         # versions' metadata and files.
         artifact = reg.artifact_path(version.ref)
+        from servekit.signing.registry import BUNDLE_TAG
+
+        model_signature = version.tags.get(BUNDLE_TAG)  # carried when the version is signed
         if version.signature is not None:
             signature = version.signature.to_dict()
         else:  # registered without one (``servekit registry register``): read it from the graph
@@ -61,8 +65,9 @@ def export_edge(ref: str, out: Path, ort: bool, registry: Path | None) -> None:
             **version.metadata,
         }
     path = build_bundle(
-        artifact, out, signature=signature, metadata=metadata, ort=ort, model_format="onnx"
-    )
+        artifact, out, signature=signature, metadata=metadata, ort=ort, model_format="onnx",
+        model_signature=model_signature,
+    )  # fmt: skip
     click.echo(f"wrote {path}")
 
 
@@ -98,9 +103,24 @@ _DEFAULT_LIMITS = Limits()
     "--max-total-bytes", type=int, default=_DEFAULT_LIMITS.max_total_bytes, show_default=True,
     help="Refuse a bundle whose members expand to more bytes in all.",
 )  # fmt: skip
+@click.option(
+    "--key",
+    "public_key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also check the signature the bundle carries against this public key (PEM).",
+)
 def verify_bundle_command(
-    bundle: Path, max_members: int, max_member_bytes: int, max_total_bytes: int
+    bundle: Path,
+    max_members: int,
+    max_member_bytes: int,
+    max_total_bytes: int,
+    public_key: Path | None,
 ) -> None:
-    """Re-hash every file of BUNDLE against its manifest; exit 2 naming any tampered file."""
-    manifest = verify_bundle(bundle, Limits(max_members, max_member_bytes, max_total_bytes))
+    """Re-hash every file of BUNDLE against its manifest (with --key, check its signature
+    too); exit 2 naming any tampered file."""
+    limits = Limits(max_members, max_member_bytes, max_total_bytes)
+    manifest = verify_bundle(bundle, limits, public_key=public_key)
+    if public_key is not None:
+        click.echo(f"ok: signature verified with {public_key}")
     click.echo(f"ok: {len(manifest['files'])} files verified ({manifest['digest']})")

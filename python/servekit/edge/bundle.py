@@ -31,6 +31,12 @@ from typing import Any
 
 from servekit import hashing
 from servekit.edge.extract import MANIFEST, PAYLOAD, Limits, extract_bundle
+from servekit.edge.signed import (
+    MANIFEST_KEY,
+    SIGNATURE_FILE,
+    signed_files,
+    verify_signed_payload,
+)
 from servekit.errors import IntegrityError, InvalidArgumentError, PackagingError, StorageError
 
 FORMAT = "servekit-edge-bundle"
@@ -47,12 +53,15 @@ def build_bundle(
     metadata: dict[str, Any] | None = None,
     ort: bool = False,
     model_format: str | None = None,
+    model_signature: str | None = None,
 ) -> Path:
     """Write an edge bundle for ``artifact`` (a directory holding ``model.onnx``, or an ``.onnx``
     file; with ``model_format="onnx"``, as the registry knows its artifacts, any file, such as a
     registry blob, whose name has no suffix) to ``out``; return its path.
 
-    ``signature`` is the Signature JSON form. With ``ort``, ONNX Runtime's converter adds
+    ``signature`` is the Signature JSON form. ``model_signature``, the registry version's
+    model-signing bundle over ``artifact``, is carried as ``payload/model.sig`` (see
+    :mod:`servekit.edge.signed`). With ``ort``, ONNX Runtime's converter adds
     ``model.ort`` and the required-operators config. The archive is written to a temporary name
     and renamed, so a failure leaves no partial bundle. Raises InvalidArgumentError when there
     is no ONNX model, StorageError when ``out`` cannot be written, PackagingError when the ORT
@@ -74,6 +83,11 @@ def build_bundle(
                 shutil.copyfile(src / name, payload / name)
         (payload / "signature.json").write_text(json.dumps(signature, indent=1))
         (payload / "metadata.json").write_text(json.dumps(metadata or {}, indent=1, default=str))
+        signed = None
+        if model_signature is not None:
+            carried = {p.name for p in payload.iterdir()}
+            signed = signed_files(src, carried)
+            (payload / SIGNATURE_FILE).write_text(model_signature)
         if ort:
             _convert_to_ort(payload / "model.onnx")
         tree = hashing.digest_tree(payload)
@@ -83,6 +97,7 @@ def build_bundle(
             "algorithm": "blake3",
             "digest": tree.digest,
             "files": [e._asdict() for e in tree.manifest],
+            **({MANIFEST_KEY: signed} if signed is not None else {}),
         }
         (Path(tmp) / MANIFEST).write_text(json.dumps(manifest, indent=1))
         partial = out_path.with_name(out_path.name + ".servekit-tmp")
@@ -165,11 +180,21 @@ def extract_verified(
     return manifest
 
 
-def verify_bundle(bundle: str | os.PathLike[str], limits: Limits | None = None) -> dict[str, Any]:
-    """Re-hash every file of ``bundle`` against its manifest; return the manifest.
+def verify_bundle(
+    bundle: str | os.PathLike[str],
+    limits: Limits | None = None,
+    *,
+    public_key: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Re-hash every file of ``bundle`` against its manifest and, with ``public_key``, check
+    the signature it carries; return the manifest.
 
     Raises IntegrityError naming each file that is missing, unexpected or changed, or the
-    unsafe member (see :func:`extract_verified`).
+    unsafe member (see :func:`extract_verified`), or saying the bundle carries no signature;
+    SignatureError when the signature does not verify against ``public_key``.
     """
     with tempfile.TemporaryDirectory(prefix="servekit-verify-") as tmp:
-        return extract_verified(bundle, Path(tmp), limits)
+        manifest = extract_verified(bundle, Path(tmp), limits)
+        if public_key is not None:
+            verify_signed_payload(Path(bundle).name, Path(tmp) / PAYLOAD, manifest, public_key)
+        return manifest
