@@ -10,7 +10,10 @@ Measures:
   ``hashlib.sha256`` of the same file (goal <= 1.2x). That baseline never writes to the disk
   (its copy is deleted before write-back), while the registry must fsync and keep its copy; a
   second baseline fsyncs and keeps its copies too, so the table separates what durability costs
-  on this disk from what servekit adds.
+  on this disk from what servekit adds;
+- signing and verifying (OpenSSF model-signing, local P-256 key) the stored 100 MiB artifact
+  vs hashing it once with ``hashlib.sha256`` (model-signing's own hash; goal: verify <= 1.2x),
+  medians of ``--repeats`` runs with their spread.
 The registry is built through the normal ``Registry.register`` API (one transaction per
 version); the setup time is reported. Prints a table and writes JSON
 (default benchmarks/results/registry.json).
@@ -26,6 +29,7 @@ import os
 import random
 import shutil
 import sqlite3
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -127,6 +131,38 @@ def durable_copy_and_sha256(src: Path, dst_dir: Path, counter: list[int]) -> Non
     os.close(fd)
 
 
+def median_and_spread(fn: Callable[[], object], repeats: int) -> tuple[float, float, float]:
+    """Median, fastest and slowest of ``repeats`` timed calls (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), min(times), max(times)
+
+
+def sha256_once(path: Path) -> None:
+    with open(path, "rb") as fh:
+        hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def signing_timings(reg: Registry, tmp: Path, repeats: int) -> dict[str, tuple[float, ...]]:
+    """Sign and verify the latest ``big`` version against hashing its artifact once."""
+    from servekit.signing import generate_keys, sign_path, verify_path
+
+    private, public = generate_keys(tmp / "keys")
+    artifact = reg.artifact_path("big", verify=False)
+    bundle = sign_path(artifact, private)
+    return {
+        "hashlib.sha256 once (baseline)": median_and_spread(lambda: sha256_once(artifact), repeats),
+        "sign (model-signing)": median_and_spread(lambda: sign_path(artifact, private), repeats),
+        "verify (model-signing)": median_and_spread(
+            lambda: verify_path(artifact, bundle, public), repeats
+        ),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="20,000 versions, 100k lookups")
@@ -192,6 +228,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 fn()
                 register_s[k] = min(register_s[k], time.perf_counter() - t0)
+        sign_s = signing_timings(reg, tmp, args.repeats)
 
     base = register_s["copyfile + hashlib.sha256 (baseline)"]
     goals = {
@@ -203,6 +240,10 @@ def main() -> None:
         "register sha256 / baseline": register_s["register sha256"] / base,
         "register blake3 / baseline with fsync": register_s["register blake3"]
         / register_s["copyfile + sha256 + fsync, kept (baseline)"],
+        "verify / sha256 once (goal <= 1.2)": sign_s["verify (model-signing)"][0]
+        / sign_s["hashlib.sha256 once (baseline)"][0],
+        "sign / sha256 once": sign_s["sign (model-signing)"][0]
+        / sign_s["hashlib.sha256 once (baseline)"][0],
     }
 
     print(
@@ -219,6 +260,10 @@ def main() -> None:
     print(f"\n{f'{args.file_mib} MiB artifact, best of {args.repeats}':<46}{'seconds':>10}")
     for k, v in register_s.items():
         print(f"{k:<46}{v:>10.3f}")
+    print(f"\n{f'sign/verify {args.file_mib} MiB, {args.repeats} runs':<46}"
+          f"{'median s':>10}{'min':>8}{'max':>8}")  # fmt: skip
+    for k, (med, lo, hi) in sign_s.items():
+        print(f"{k:<46}{med:>10.3f}{lo:>8.3f}{hi:>8.3f}")
     print()
     for k, v in goals.items():
         print(f"{k:<45}{v:>12,.3f}")
@@ -235,6 +280,7 @@ def main() -> None:
             "listing_seconds": listing_s,
             "file_mib": args.file_mib,
             "register_seconds": register_s,
+            "sign_verify_seconds_median_min_max": sign_s,
             "goals": goals,
         },
     )

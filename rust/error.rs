@@ -20,6 +20,10 @@ pub enum CoreError {
     /// The operation conflicts with what is stored (a name taken, an immutable field changed).
     #[error("{0}")]
     Conflict(String),
+    /// A compare-and-swap found the stored state other than the caller expected (an alias
+    /// moved since it was read); nothing changed.
+    #[error("{0}")]
+    Precondition(String),
     /// The service cannot take the request now (stopping, overloaded); retrying may succeed.
     #[error("{0}")]
     Unavailable(String),

@@ -98,3 +98,18 @@ def test_bad_input_prints_one_line_and_exits_2(run_cli, tmp_path: Path) -> None:
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert needle in proc.stderr, (args, proc.stderr)
     assert [v.version for v in Registry(tmp_path / "reg").list_versions("m")] == [1]
+
+
+def test_registry_option_on_the_group_and_on_each_command(run_cli, tmp_path: Path) -> None:
+    group_dir, leaf_dir = tmp_path / "group", tmp_path / "leaf"
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"model")
+    g = ["registry", "--registry", str(group_dir)]
+    assert run_cli(*g, "register", "digits", str(model), "--format", "onnx").returncode == 0
+    assert run_cli(*g, "alias", "set", "digits:1", "production", check=True).returncode == 0
+    assert run_cli(*g, "list", check=True).stdout.startswith("digits  latest=1")
+    assert Registry(group_dir).get("digits@production").version == 1
+    # The command's own --registry wins over the group's.
+    run_cli(*g, "register", "iris", str(model), "--format", "onnx", "--registry", str(leaf_dir))
+    assert [m.name for m in Registry(leaf_dir).list_models()] == ["iris"]
+    assert [m.name for m in Registry(group_dir).list_models()] == ["digits"]

@@ -230,3 +230,23 @@ def test_cli_torch_factory_state_dict_and_torchscript(tmp_path, run_cli):
     assert again["variants"][0]["parity"]["max_abs_diff"] < 1e-5
     bad = run_cli("package", "netdef:missing", *common)
     assert bad.returncode == 2 and "netdef:missing" in bad.stderr
+
+
+def test_single_file_registry_artifact_exports_to_an_edge_bundle(iris_package, tmp_path, run_cli):
+    model, x, _, report = iris_package
+    reg = ["--registry", str(tmp_path / "reg")]
+    onnx_file = report.variant("fp32").model_file
+    run_cli("registry", "register", "iris", str(onnx_file), "--format", "onnx", *reg, check=True)
+    run_cli("registry", "alias", "set", "iris:1", "production", *reg, check=True)
+    out = tmp_path / "iris.tar.gz"
+    proc = run_cli("export", "edge", "iris@production", "--out", str(out), *reg)
+    assert proc.returncode == 0, proc.stderr
+    manifest = edge.verify_bundle(out)
+    assert [f["path"] for f in manifest["files"]] == [
+        "metadata.json",
+        "model.onnx",
+        "signature.json",
+    ]
+    loaded = edge.load(out)
+    assert loaded.metadata["ref"] == "iris:1"
+    np.testing.assert_array_equal(loaded.predict(x[:5])["label"], model.predict(x[:5]))

@@ -71,7 +71,7 @@ def test_promotion_on_live_figures_is_refused_then_granted_and_both_are_audited(
             assert registry.get("digits@production").version == 1
             event = registry.history("digits")[-1]
             assert len(registry.history("digits")) == len(before) + 1
-            assert (event.action, event.previous_version, event.new_version) == ("refuse", 1, 1)
+            assert (event.action, event.previous_version, event.new_version) == ("refused", 1, 1)
             assert "live.requests >= 1000" in event.reason and "live.requests=60" in event.reason
 
             not_running = promote_cli(

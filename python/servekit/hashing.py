@@ -61,8 +61,10 @@ class VerifyReport:
 def digest_file(path: StrPath, algorithm: Algorithm = "blake3") -> str:
     """Return the digest of the regular file at ``path``.
 
-    Raises NotFoundError (missing path), InvalidArgumentError (a directory, a special file,
-    an unknown algorithm) or StorageError (unreadable file); each message names the path or value.
+    The file is read (never memory-mapped), so a concurrent truncation cannot crash the
+    process. Raises NotFoundError (missing path), InvalidArgumentError (a directory, a special
+    file, an unknown algorithm), IntegrityError (the file changed while it was read) or
+    StorageError (unreadable file); each message names the path or value.
     """
     return _core.digest_file(os.fspath(path), algorithm)
 
@@ -70,9 +72,13 @@ def digest_file(path: StrPath, algorithm: Algorithm = "blake3") -> str:
 def digest_bytes(data: bytes | bytearray | memoryview, algorithm: Algorithm = "blake3") -> str:
     """Return the digest of any C-contiguous buffer (bytes, bytearray, memoryview, numpy array).
 
-    The buffer is hashed in place, without a copy. Raises InvalidArgumentError for a
-    non-contiguous buffer or an unknown algorithm.
+    ``bytes`` (immutable) is hashed in place with the interpreter released. A mutable buffer
+    is first copied while the interpreter is held, so that another thread writing it cannot
+    race the hash: the digest is that of one state of the buffer. Raises InvalidArgumentError
+    for a non-contiguous buffer or an unknown algorithm.
     """
+    if type(data) is bytes:
+        return _core.digest_bytes(data, algorithm)
     try:
         view = memoryview(data).cast("B")
     except TypeError as exc:

@@ -5,6 +5,7 @@ use crate::error::CoreError;
 use crate::hashing::{self, Algorithm, FileEntry};
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 use std::path::PathBuf;
 
 type PyEntry = (String, u64, String);
@@ -21,27 +22,28 @@ fn digest_file(py: Python<'_>, path: PathBuf, algorithm: &str) -> PyResult<Strin
     enter(py, || hashing::digest_file(&path, alg))
 }
 
-/// Digest of a C-contiguous byte buffer, hashed in place without a copy.
+/// Digest of a C-contiguous byte buffer.
+///
+/// `bytes` is immutable, so it is hashed in place with the interpreter released. Any other
+/// buffer (bytearray, memoryview, numpy array...) may be written by another thread as soon as
+/// the interpreter is released, so it is copied first, while the interpreter is held, and the
+/// copy is hashed: the digest is always that of one state of the buffer.
 #[pyfunction]
 #[pyo3(signature = (data, algorithm="blake3"))]
-fn digest_bytes(py: Python<'_>, data: PyBuffer<u8>, algorithm: &str) -> PyResult<String> {
+fn digest_bytes(py: Python<'_>, data: &Bound<'_, PyAny>, algorithm: &str) -> PyResult<String> {
     let alg = self::algorithm(algorithm)?;
-    if !data.is_c_contiguous() {
+    if let Ok(immutable) = data.cast::<PyBytes>() {
+        let bytes: &[u8] = immutable.as_bytes();
+        // `bytes` objects never change after creation and `data` keeps this one alive.
+        return enter(py, || Ok(hashing::digest_bytes(bytes, alg)));
+    }
+    let buffer = PyBuffer::<u8>::get(data)?;
+    if !buffer.is_c_contiguous() {
         return Err(CoreError::invalid("digest_bytes needs a C-contiguous buffer").into());
     }
-    // The exported buffer stays valid (and its owner cannot resize it) until `data` is dropped
-    // at the end of this function, after the detached hash has finished.
-    let addr = data.buf_ptr() as usize;
-    let len = data.len_bytes();
-    enter(py, move || {
-        let bytes = if len == 0 {
-            &[][..]
-        } else {
-            // SAFETY: `addr..addr+len` is the live, contiguous buffer exported above.
-            unsafe { std::slice::from_raw_parts(addr as *const u8, len) }
-        };
-        Ok(hashing::digest_bytes(bytes, alg))
-    })
+    let copy = buffer.to_vec(py)?;
+    drop(buffer);
+    enter(py, move || Ok(hashing::digest_bytes(&copy, alg)))
 }
 
 fn to_py_entries(entries: Vec<FileEntry>) -> Vec<PyEntry> {

@@ -7,7 +7,7 @@ use crate::error::CoreError;
 use crate::hashing::Algorithm;
 use crate::registry::index::{AliasEvent, ModelRow, VersionRow};
 use crate::registry::refs::FORMATS;
-use crate::registry::{RegisterRequest, Registry, ALIAS_ACTIONS};
+use crate::registry::{Expect, RegisterRequest, Registry, ALIAS_ACTIONS, REFUSED_ACTION};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use std::path::PathBuf;
@@ -180,6 +180,10 @@ impl RegistryCore {
         rows.into_iter().map(|r| version_tuple(py, r)).collect()
     }
 
+    /// `check_expect` false: no compare-and-swap; true: `expect` is the version the alias must
+    /// point at now, None that it must not exist.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (reference, alias, actor, reason, action, check_expect=false, expect=None))]
     fn set_alias(
         &self,
         py: Python<'_>,
@@ -188,10 +192,23 @@ impl RegistryCore {
         actor: String,
         reason: Option<String>,
         action: String,
+        check_expect: bool,
+        expect: Option<i64>,
     ) -> PyResult<EventTuple> {
+        let expect = match (check_expect, expect) {
+            (false, _) => Expect::Any,
+            (true, None) => Expect::Absent,
+            (true, Some(v)) => Expect::Version(v),
+        };
         let e = enter(py, || {
-            self.lock()?
-                .set_alias(&reference, &alias, &actor, reason.as_deref(), &action)
+            self.lock()?.set_alias(
+                &reference,
+                &alias,
+                &actor,
+                reason.as_deref(),
+                &action,
+                expect,
+            )
         })?;
         Ok(event_tuple(e))
     }
@@ -315,5 +332,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let formats: Vec<&str> = FORMATS.iter().map(|(n, _)| *n).collect();
     m.add("REGISTRY_FORMATS", formats)?;
     m.add("REGISTRY_ALIAS_ACTIONS", ALIAS_ACTIONS.to_vec())?;
+    m.add("REGISTRY_REFUSED_ACTION", REFUSED_ACTION)?;
     Ok(())
 }

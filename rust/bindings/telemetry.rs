@@ -3,12 +3,13 @@
 //! Both classes are frozen and keep their state behind a mutex, so server threads may share
 //! one object: a call locks only after releasing the interpreter (or, for O(1) calls, while
 //! holding it: the lock is never held while waiting for the interpreter, so this cannot
-//! deadlock). Arrays are read in place through rust-numpy (no copy, any strides).
+//! deadlock). Arrays are copied (any strides) while the interpreter is held, then recorded
+//! without it.
 
 use super::enter;
 use crate::error::{CoreError, CoreResult};
 use crate::telemetry::{drift_stats, BinnedWindow, Binner, SlidingSketch, ToF64, WindowSpec};
-use numpy::ndarray::ArrayView2;
+use numpy::ndarray::Array2;
 use numpy::{
     dtype, Element, PyArrayDescrMethods, PyReadonlyArray2, PyUntypedArray, PyUntypedArrayMethods,
 };
@@ -55,9 +56,10 @@ fn record_view<T: Copy + ToF64 + Element + Sync>(
     array: &PyReadonlyArray2<'_, T>,
     now_ns: u64,
 ) -> PyResult<()> {
-    let view: ArrayView2<'_, T> = array.as_array();
-    // The readonly borrow keeps Rust writers away until `array` drops, after this returns.
-    enter(py, move || lock(window).record(view, now_ns))
+    // A readonly borrow keeps only Rust writers away: Python threads may write the array as
+    // soon as the interpreter is released, so the rows are copied while it is held.
+    let rows: Array2<T> = array.as_array().to_owned();
+    enter(py, move || lock(window).record(rows.view(), now_ns))
 }
 
 #[pymethods]

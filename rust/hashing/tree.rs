@@ -99,7 +99,7 @@ pub(crate) fn walk(root: &Path) -> CoreResult<Vec<Found>> {
 
 fn hash_found(f: &Found, alg: Algorithm) -> CoreResult<String> {
     let mut file = File::open(&f.abs).map_err(|e| CoreError::io(&f.abs, e))?;
-    digest_open_file(&mut file, f.size, alg).map_err(|e| CoreError::io(&f.abs, e))
+    digest_open_file(&mut file, &f.abs, alg)
 }
 
 /// The tree digest of a manifest already sorted by path (see the module docs for the encoding).

@@ -540,7 +540,8 @@ impl Db<'_> {
         )
     }
 
-    /// Append one event to the alias audit log (the alias itself is not touched).
+    /// Append one event to the alias audit log (the alias itself is not touched: a refused
+    /// attempt, or the move that [`Self::move_alias`] made).
     #[allow(clippy::too_many_arguments)]
     pub fn record_event(
         &self,

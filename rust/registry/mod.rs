@@ -24,6 +24,36 @@ use store::{Kind, Store};
 /// `delete`). `promote`, `force` and `rollback` are for the promotion workflow.
 pub const ALIAS_ACTIONS: &[&str] = &["set", "promote", "force", "rollback"];
 
+/// The action recorded for a compare-and-swap move refused because the alias had moved: the
+/// event's `previous_version` is where the alias really was, `new_version` the version asked
+/// for, and the alias itself stays where it was.
+pub const REFUSED_ACTION: &str = "refused";
+
+/// What a caller of [`Registry::set_alias`] expects an alias to point at before it moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// No check: the alias moves wherever it points now.
+    Any,
+    /// The alias must not exist yet.
+    Absent,
+    /// The alias must point at this version.
+    Version(i64),
+}
+
+impl Expect {
+    fn holds(self, current: Option<i64>) -> bool {
+        match self {
+            Expect::Any => true,
+            Expect::Absent => current.is_none(),
+            Expect::Version(v) => current == Some(v),
+        }
+    }
+}
+
+fn describe_target(v: Option<i64>) -> String {
+    v.map_or_else(|| "unset".to_string(), |v| format!("version {v}"))
+}
+
 /// What to register; JSON fields are text holding a JSON object (signature: its JSON form).
 pub struct RegisterRequest {
     pub name: String,
@@ -326,6 +356,12 @@ impl Registry {
     }
 
     /// Point `alias` at the version `reference` resolves to, recording the move.
+    ///
+    /// With an expectation other than [`Expect::Any`] this is a compare-and-swap: the alias's
+    /// current target is read and compared inside the same write transaction that moves it, so
+    /// of several writers expecting the same target exactly one moves it. A writer whose
+    /// expectation no longer holds gets `Precondition` and its attempt is still recorded in
+    /// the audit log (action [`REFUSED_ACTION`]).
     /// `Conflict` for an archived version; `InvalidArgument` for a bad alias or action.
     pub fn set_alias(
         &mut self,
@@ -334,6 +370,7 @@ impl Registry {
         actor: &str,
         reason: Option<&str>,
         action: &str,
+        expect: Expect,
     ) -> CoreResult<AliasEvent> {
         validate_name("alias", alias)?;
         if !ALIAS_ACTIONS.contains(&action) {
@@ -343,7 +380,9 @@ impl Registry {
             )));
         }
         let r = Reference::parse(reference)?;
-        self.index.write(|db| {
+        // A refusal is committed (its audit event must survive), so it leaves the transaction
+        // as a value and becomes an error only after the commit.
+        let outcome = self.index.write(|db| {
             let at = db.resolve(&r)?;
             if db.version(&at)?.archived {
                 return Err(CoreError::Conflict(format!(
@@ -352,6 +391,32 @@ impl Registry {
                 )));
             }
             let previous = db.alias_target(at.model_id, alias)?;
+            if !expect.holds(previous) {
+                let expected = match expect {
+                    Expect::Version(v) => Some(v),
+                    _ => None,
+                };
+                let why = format!(
+                    "{}@{alias} moved: expected {}, found {}",
+                    at.name,
+                    describe_target(expected),
+                    describe_target(previous)
+                );
+                let recorded = match reason {
+                    Some(r) => format!("{why} ({action}: {r})"),
+                    None => format!("{why} ({action})"),
+                };
+                db.record_event(
+                    at.model_id,
+                    alias,
+                    REFUSED_ACTION,
+                    previous,
+                    Some(at.version),
+                    actor,
+                    Some(&recorded),
+                )?;
+                return Ok(Err(why));
+            }
             db.move_alias(
                 at.model_id,
                 alias,
@@ -361,12 +426,17 @@ impl Registry {
                 actor,
                 reason,
             )?;
-            last_event(db, at.model_id)
+            last_event(db, at.model_id).map(Ok)
+        })?;
+        outcome.map_err(|why| {
+            CoreError::Precondition(format!(
+                "{why}: nothing changed; re-read it and decide again"
+            ))
         })
     }
 
     /// Record that moving `alias` to the version `reference` resolves to was refused (action
-    /// `refuse`), leaving the alias where it is: the event's previous and new versions are
+    /// [`REFUSED_ACTION`]), leaving the alias where it is: the event's previous and new versions are
     /// both its current target (`None` when it points nowhere). The reason says why.
     pub fn record_refusal(
         &mut self,
@@ -383,7 +453,7 @@ impl Registry {
             db.record_event(
                 at.model_id,
                 alias,
-                "refuse",
+                REFUSED_ACTION,
                 current,
                 current,
                 actor,
@@ -677,10 +747,24 @@ mod tests {
         req.variant = Some("int8-dynamic".into());
         let v2 = reg.register(req).unwrap();
         assert_eq!(v2.parent.as_deref(), Some("digits:1"));
-        reg.set_alias("digits:1", "production", "me", Some("first"), "set")
-            .unwrap();
+        reg.set_alias(
+            "digits:1",
+            "production",
+            "me",
+            Some("first"),
+            "set",
+            Expect::Absent,
+        )
+        .unwrap();
         let e = reg
-            .set_alias("digits:2", "production", "me", None, "promote")
+            .set_alias(
+                "digits:2",
+                "production",
+                "me",
+                None,
+                "promote",
+                Expect::Version(1),
+            )
             .unwrap();
         assert_eq!((e.previous_version, e.new_version), (Some(1), Some(2)));
         assert_eq!(reg.get("digits@production").unwrap().version, 2);
@@ -696,6 +780,19 @@ mod tests {
         assert!(matches!(err, CoreError::Conflict(_)), "{err}");
         reg.archive("digits:1").unwrap();
         assert_eq!(reg.history("digits").unwrap().len(), 2);
+        // A stale expectation is refused, recorded, and moves nothing.
+        let err = reg
+            .set_alias("digits:2", "production", "me", None, "set", Expect::Absent)
+            .unwrap_err();
+        assert!(matches!(err, CoreError::Precondition(_)), "{err}");
+        assert!(
+            err.to_string().contains("expected unset, found version 2"),
+            "{err}"
+        );
+        let history = reg.history("digits").unwrap();
+        assert_eq!(history.len(), 3);
+        assert_eq!(history[2].action, REFUSED_ACTION);
+        assert_eq!(reg.get("digits@production").unwrap().version, 2);
     }
 
     #[test]
@@ -712,7 +809,7 @@ mod tests {
         let e = reg
             .record_refusal("m:2", "production", "ci", "live.requests 3 < 1000")
             .unwrap();
-        assert_eq!(e.action, "refuse");
+        assert_eq!(e.action, REFUSED_ACTION);
         assert_eq!((e.previous_version, e.new_version), (Some(1), Some(1)));
         assert_eq!(reg.get("m@production").unwrap().version, 1);
         assert_eq!(reg.history("m").unwrap().len(), 2);

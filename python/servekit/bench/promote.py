@@ -7,13 +7,17 @@ missing gates (a reason is then required).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from servekit.bench.gates import LIVE, Gate, GateResult, evaluate, parse_gate
 from servekit.bench.live import LiveEvidence
-from servekit.errors import InvalidArgumentError, NotFoundError, ServekitError
+from servekit.errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    PreconditionFailedError,
+    ServekitError,
+)
 from servekit.registry import AliasEvent, ModelVersion, Registry
 
 
@@ -62,6 +66,11 @@ class PromotionRefused(ServekitError):
         self.result = result
 
 
+class PromotionRaced(PreconditionFailedError):
+    """The alias moved between reading the figures the gates judged and moving it; nothing
+    changed and the attempt is in the audit log. Re-run the promotion to judge the new state."""
+
+
 def promote(
     registry: Registry,
     ref: str,
@@ -76,14 +85,17 @@ def promote(
     """Point ``alias`` at the version ``ref`` resolves to if every gate passes.
 
     Gates read the candidate's metrics and, through ``ALIAS.metric``, those of the version an
-    alias points to now. Returns the PromotionResult with the recorded event. Raises
-    PromotionRefused when a gate fails (nothing changes), InvalidArgumentError when no gate is
-    given without ``force`` or ``force`` comes without a ``reason``, and the registry's errors
-    for an unknown reference or alias name.
+    alias points to now. The alias is then moved only if it still points at the version read
+    (a compare-and-swap inside the registry's write transaction), so a concurrent promotion is
+    never overwritten by a decision made on stale figures. Returns the PromotionResult with the
+    recorded event. Raises PromotionRefused when a gate fails (nothing changes), PromotionRaced
+    when the alias moved meanwhile (nothing changes; the attempt is recorded),
+    InvalidArgumentError when no gate is given without ``force`` or ``force`` comes without a
+    ``reason``, and the registry's errors for an unknown reference or alias name.
 
     ``live``: a server's figures for the candidate (``live.*`` and ``ALIAS.live.*`` metrics,
     see :mod:`servekit.bench.live`); the audit entry then lists the live figures used, and a
-    refusal is recorded too (action ``refuse``), since those figures cannot be read again.
+    refusal is recorded too (action ``refused``), since those figures cannot be read again.
     InvalidArgumentError when the figures are of another version, or a gate reads
     ``ALIAS.live.*`` while the server's production is not the version ALIAS points at.
     """
@@ -96,40 +108,58 @@ def promote(
             "or --force with --reason"
         )
     candidate = registry.get(ref)
+    read_aliases = {alias, *(a for g in parsed for a in g.aliases)}
+    read = _alias_versions(registry, candidate.name, read_aliases)
     scopes: dict[str | None, dict[str, float]] = {None: candidate.metrics}
-    for name in sorted({a for g in parsed for a in g.aliases}):
+    for name, version in read.items():
         # An alias that points nowhere stays out: evaluate() fails its gates, naming it.
-        with contextlib.suppress(NotFoundError):
-            scopes[name] = registry.get(f"{candidate.name}@{name}").metrics
+        if version is not None:
+            scopes[name] = registry.get(f"{candidate.name}:{version}").metrics
     live_used = [str(o) for g in parsed for o in g.operands if o.metric.startswith(LIVE + ".")]
     if live is not None:
-        _add_live(registry, candidate, parsed, scopes, live)
+        _add_live(candidate, parsed, scopes, live, read)
     results = [evaluate(g, scopes) for g in parsed]
     draft = PromotionResult(candidate, alias, results, None)
     evidence = f"; {live.describe(list(dict.fromkeys(live_used)))}" if live is not None else ""
-    if draft.passed:
-        why = (reason or "gates passed: " + "; ".join(g.text for g in parsed)) + evidence
-        event = registry.set_alias(candidate.ref, alias, reason=why, actor=actor, action="promote")
-        return PromotionResult(candidate, alias, results, event)
-    if not force:
+    if not draft.passed and not force:
         if live is not None:
             failed = "; ".join(g.gate.text for g in results if not g.passed)
             why = f"refused {candidate.ref}: gates failed: {failed}{evidence}"
             registry.record_refusal(candidate.ref, alias, reason=why, actor=actor)
         raise PromotionRefused(draft)
-    event = registry.set_alias(candidate.ref, alias, reason=reason, actor=actor, action="force")
-    return PromotionResult(candidate, alias, results, event, forced=True)
+    action = "promote" if draft.passed else "force"
+    why = (reason or "gates passed: " + "; ".join(g.text for g in parsed)) + evidence
+    # Compare-and-swap: the alias moves only if it still points where the gates read it.
+    try:
+        event = registry.set_alias(
+            candidate.ref, alias, reason=why, actor=actor, action=action, expect=read[alias]
+        )
+    except PreconditionFailedError as exc:
+        raise PromotionRaced(str(exc)) from None
+    return PromotionResult(candidate, alias, results, event, forced=not draft.passed)
+
+
+def _alias_versions(registry: Registry, model: str, aliases: set[str]) -> dict[str, int | None]:
+    """The version each alias of ``model`` points at now (None: unset)."""
+    out: dict[str, int | None] = {}
+    for name in sorted(aliases):
+        try:
+            out[name] = registry.get(f"{model}@{name}").version
+        except NotFoundError:
+            out[name] = None
+    return out
 
 
 def _add_live(
-    registry: Registry,
     candidate: ModelVersion,
     gates: list[Gate],
     scopes: dict[str | None, dict[str, float]],
     live: LiveEvidence,
+    read: dict[str, int | None],
 ) -> None:
     """Merge the live figures into the candidate's scope and into the scope of each alias a
-    gate reads ``ALIAS.live.*`` of (production's side, when it is that alias's version)."""
+    gate reads ``ALIAS.live.*`` of (production's side, when it is the version the alias
+    pointed at when the gates were read: ``read``)."""
     if (live.model, live.version) != (candidate.name, candidate.version):
         raise InvalidArgumentError(
             f"live figures of {live.model}:{live.version} cannot gate {candidate.ref}"
@@ -138,9 +168,9 @@ def _add_live(
     for name in sorted(
         {o.alias for g in gates for o in g.operands if o.alias and o.metric.startswith(LIVE)}
     ):
-        if name not in scopes:
+        at = read.get(name)
+        if at is None:
             continue  # the alias points nowhere: evaluate() says so
-        at = registry.get(f"{candidate.name}@{name}").version
         if live.production_version != at:
             raise InvalidArgumentError(
                 f"{live.url} serves {candidate.name} version {live.production_version} as "

@@ -23,6 +23,7 @@ COMMANDS = {
     "serve": "servekit.cli.serve:serve_command",
     "containerize": "servekit.cli.containerize:containerize_command",
     "ui": "servekit.cli.ui:ui_command",
+    "keys": "servekit.cli.keys:keys",
 }
 
 EXPORT_COMMANDS = {

@@ -53,6 +53,9 @@ EXTRA_OF_MODULE = {
     "torch": "torch",
     "onnxscript": "torch",
     "ray": "ray",
+    "model_signing": "sign",
+    "cryptography": "sign",
+    "OpenSSL": "sign",
 }
 
 #: Errors from the outside world or from parsing a user's file: bad input, not a bug.

@@ -9,12 +9,12 @@ import click
 
 from servekit.bench.gates import load_gate_file, parse_gate
 from servekit.bench.live import read_live
-from servekit.bench.promote import PromotionRefused, promote
+from servekit.bench.promote import PromotionRaced, PromotionRefused, promote
 from servekit.cli.registry import registry_option
 from servekit.errors import InvalidArgumentError
 from servekit.registry import Registry
 
-#: Exit status when a gate refuses the promotion.
+#: Exit status when a gate refuses the promotion, or the alias moved while it was judged.
 EXIT_REFUSED = 1
 
 
@@ -76,6 +76,9 @@ def promote_command(
     except PromotionRefused as refused:
         click.echo(refused.result.table())
         click.echo(f"servekit: {refused}", err=True)
+        sys.exit(EXIT_REFUSED)
+    except PromotionRaced as raced:
+        click.echo(f"servekit: refused: {raced}", err=True)
         sys.exit(EXIT_REFUSED)
     if result.gates:
         click.echo(result.table())

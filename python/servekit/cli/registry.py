@@ -1,12 +1,15 @@
 """``servekit registry ...``: register, inspect, alias, verify and clean a model registry.
 
-Every command takes ``--registry DIR`` (default: ``$SERVEKIT_HOME``, else ``~/.servekit``);
-only ``init`` and ``register`` create a registry that does not exist.
+``--registry DIR`` (default: ``$SERVEKIT_HOME``, else ``~/.servekit``) is accepted on the group
+(``servekit registry --registry D list``) and on each command (``servekit registry list
+--registry D``); the command's own wins when both are given. Only ``init`` and ``register``
+create a registry that does not exist.
 Bad input prints one line and exits 2; ``verify`` exits 1 with one line per problem.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable
@@ -15,24 +18,37 @@ from typing import Any, TypeVar
 
 import click
 
-from servekit.errors import InvalidArgumentError
-from servekit.registry import ModelVersion, Registry
+from servekit.errors import InvalidArgumentError, PreconditionFailedError
+from servekit.registry import UNCHECKED, ModelVersion, Registry
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Exit status of ``verify`` when anything is corrupt or missing.
+#: Exit status of ``verify`` when anything is corrupt or missing, and of ``alias set
+#: --expect`` when the alias had moved.
 EXIT_PROBLEMS = 1
 
 
+#: Where the group's ``--registry`` is kept for its commands (``Context.meta`` is shared by
+#: a context and all its children).
+_GROUP_REGISTRY = "servekit.registry_dir"
+
+_REGISTRY_PATH = click.Path(file_okay=False, path_type=Path)
+_REGISTRY_HELP = "Registry root (default: $SERVEKIT_HOME, else ~/.servekit)."
+
+
 def registry_option(fn: F) -> F:
-    """Add ``--registry DIR`` to a command."""
-    return click.option(
-        "--registry",
-        "registry_dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        help="Registry root (default: $SERVEKIT_HOME, else ~/.servekit).",
-    )(fn)
+    """Add ``--registry DIR`` to a command; without it the group's ``--registry`` applies."""
+
+    @functools.wraps(fn)
+    def with_group_default(*args: Any, registry_dir: Path | None, **kwargs: Any) -> Any:
+        if registry_dir is None:
+            registry_dir = click.get_current_context().meta.get(_GROUP_REGISTRY)
+        return fn(*args, registry_dir=registry_dir, **kwargs)
+
+    option = click.option(
+        "--registry", "registry_dir", type=_REGISTRY_PATH, default=None, help=_REGISTRY_HELP
+    )
+    return option(with_group_default)  # type: ignore[return-value]
 
 
 def _pairs(option: str, items: tuple[str, ...]) -> dict[str, str]:
@@ -67,8 +83,11 @@ def _summary(v: ModelVersion) -> str:
 
 
 @click.group("registry")
-def registry() -> None:
+@click.option("--registry", "registry_dir", type=_REGISTRY_PATH, default=None, help=_REGISTRY_HELP)
+@click.pass_context
+def registry(ctx: click.Context, registry_dir: Path | None) -> None:
     """Content-addressed model registry: versions, aliases, lineage, integrity."""
+    ctx.meta[_GROUP_REGISTRY] = registry_dir
 
 
 @registry.command("init")
@@ -172,17 +191,49 @@ def alias() -> None:
     """Move or remove aliases (every move is recorded in the audit log)."""
 
 
+def _expectation(value: str | None) -> Any:
+    """``--expect``: a version number, or ``none`` for "the alias must not exist yet"."""
+    if value is None:
+        return UNCHECKED
+    if value.lower() == "none":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidArgumentError(
+            f"--expect {value!r}: expected a version number, or 'none' for an unset alias"
+        ) from None
+
+
 @alias.command("set")
 @click.argument("ref")
 @click.argument("alias_name", metavar="ALIAS")
 @click.option("--reason", default=None, help="Why, recorded in the audit log.")
 @click.option("--actor", default=None, help="Who (default: user@host).")
+@click.option(
+    "--expect",
+    default=None,
+    metavar="VERSION|none",
+    help="Move only if ALIAS points at VERSION now ('none': only if it is unset); "
+    "otherwise exit 1 and change nothing (the attempt is recorded).",
+)
 @registry_option
 def alias_set(
-    ref: str, alias_name: str, reason: str | None, actor: str | None, registry_dir: Path | None
+    ref: str,
+    alias_name: str,
+    reason: str | None,
+    actor: str | None,
+    expect: str | None,
+    registry_dir: Path | None,
 ) -> None:
     """Point ALIAS at the version REF resolves to."""
-    e = Registry(registry_dir, create=False).set_alias(ref, alias_name, reason=reason, actor=actor)
+    try:
+        e = Registry(registry_dir, create=False).set_alias(
+            ref, alias_name, reason=reason, actor=actor, expect=_expectation(expect)
+        )
+    except PreconditionFailedError as exc:
+        click.echo(f"servekit: refused: {exc}", err=True)
+        sys.exit(EXIT_PROBLEMS)
     prev = e.previous_version if e.previous_version is not None else "-"
     click.echo(f"{e.model}@{e.alias}: {prev} -> {e.new_version}")
 
@@ -227,15 +278,56 @@ def lineage_command(ref: str, registry_dir: Path | None) -> None:
 
 @registry.command("verify")
 @click.argument("ref", required=False)
+@click.option(
+    "--key",
+    "public_key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also check REF's signature against this public key (PEM).",
+)
 @registry_option
-def verify_command(ref: str | None, registry_dir: Path | None) -> None:
-    """Re-hash REF's artifact (default: every version); exit 1 with one line per problem."""
-    problems = Registry(registry_dir, create=False).verify(ref)
+def verify_command(ref: str | None, public_key: Path | None, registry_dir: Path | None) -> None:
+    """Re-hash REF's artifact (default: every version); with --key also check its signature.
+    Exit 1 with one line per problem."""
+    reg = Registry(registry_dir, create=False)
+    problems = reg.verify(ref)
+    if public_key is not None:
+        if ref is None:
+            raise InvalidArgumentError("--key needs a REF: signatures are checked per version")
+        from servekit.signing.registry import verify_version
+        from servekit.signing.sign import SignatureError
+
+        try:
+            signed = verify_version(reg, ref, public_key)
+        except SignatureError as exc:
+            problems.append(f"{reg.get(ref).ref}: {exc}")
     if problems:
         for line in problems:
             click.echo(line)
         sys.exit(EXIT_PROBLEMS)
+    if public_key is not None:
+        click.echo(f"ok: {signed.ref} signed by key {signed.key_hint[:16]} ({signed.actor})")
+        return
     click.echo("ok")
+
+
+@registry.command("sign")
+@click.argument("ref")
+@click.option(
+    "--key",
+    "private_key",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Private key (PEM) from 'servekit keys generate'.",
+)
+@click.option("--actor", default=None, help="Who (default: user@host).")
+@registry_option
+def sign_command(ref: str, private_key: Path, actor: str | None, registry_dir: Path | None) -> None:
+    """Sign REF's artifact (OpenSSF model-signing format) and store the signature with it."""
+    from servekit.signing.registry import sign_version
+
+    signed = sign_version(Registry(registry_dir, create=False), ref, private_key, actor=actor)
+    click.echo(f"signed {signed.ref} with key {signed.key_hint[:16]}")
 
 
 @registry.command("archive")

@@ -46,6 +46,7 @@ from servekit.serving.registry_source import RegistrySource
 from servekit.serving.repository import ModelRepository, RunnerOptions
 from servekit.serving.rest.protocol import DEFAULT_BODY_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S
 from servekit.serving.rest.server import ServerOptions, bind, check_tls, serve
+from servekit.serving.signature_policy import SignaturePolicy
 from servekit.serving.startup import DEFAULT_STARTUP_GRACE_S, require_served
 from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
 
@@ -70,6 +71,19 @@ from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
     multiple=True,
     metavar="NAME@ALIAS",
     help="Registry model to serve (NAME@ALIAS, NAME:VERSION or NAME); repeatable.",
+)
+@click.option(
+    "--trusted-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Public key (PEM) registry versions must be signed with (see --signature-policy).",
+)
+@click.option(
+    "--signature-policy",
+    type=click.Choice(["enforce", "warn", "off"]),
+    default=None,
+    help="enforce: never serve an unsigned or badly signed version; warn: serve it, log and "
+    "count it; off: ignore signatures. Default: enforce with --trusted-key, else off.",
 )
 @click.option(
     "--poll-interval",
@@ -295,6 +309,8 @@ def serve_command(
     model_repo: Path | None,
     registry: Path | None,
     models: tuple[str, ...],
+    trusted_key: Path | None,
+    signature_policy: str | None,
     poll_interval: float,
     startup_grace: float,
     max_batch_size: int,
@@ -428,9 +444,12 @@ def serve_command(
             runner_options,
             # The generated instance_group follows --device (a config's kind decides the device).
             BatchingOptions(max_batch_size, kind="KIND_GPU" if device == "cuda" else "KIND_CPU"),
+            _signature_policy(signature_policy, trusted_key),
         )
         if exit_on_error:
             verify_models(source)
+    elif trusted_key is not None or signature_policy not in (None, "off"):
+        raise click.UsageError("--trusted-key and --signature-policy apply to --model only")
     grpc_options = _grpc_options(grpc, host, max_body_bytes)
     specs = [parse_candidate(v, SHADOW) for v in shadows]
     specs += [parse_candidate(v, CANARY) for v in canaries]
@@ -605,3 +624,8 @@ async def _follow(plane: DataPlane, source: RegistrySource, interval_s: float) -
             await plane.refresh_candidates()
     finally:
         follow.cancel()
+
+
+def _signature_policy(mode: str | None, trusted_key: Path | None) -> SignaturePolicy | None:
+    policy = SignaturePolicy.from_options(mode, trusted_key)
+    return None if policy.mode == "off" else policy

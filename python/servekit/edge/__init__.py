@@ -5,6 +5,7 @@ core: no torch, scikit-learn, onnx or web framework.
 """
 
 from servekit.edge.bundle import build_bundle, verify_bundle
+from servekit.edge.extract import Limits
 from servekit.edge.runtime import EdgeModel, load
 
-__all__ = ["EdgeModel", "build_bundle", "load", "verify_bundle"]
+__all__ = ["EdgeModel", "Limits", "build_bundle", "load", "verify_bundle"]

@@ -30,12 +30,17 @@ from pathlib import Path
 from typing import Any
 
 from servekit import hashing
+from servekit.edge.extract import MANIFEST, PAYLOAD, Limits, extract_bundle
+from servekit.edge.signed import (
+    MANIFEST_KEY,
+    SIGNATURE_FILE,
+    signed_files,
+    verify_signed_payload,
+)
 from servekit.errors import IntegrityError, InvalidArgumentError, PackagingError, StorageError
 
 FORMAT = "servekit-edge-bundle"
 VERSION = 1
-PAYLOAD = "payload"
-MANIFEST = "manifest.json"
 #: Artifact files copied into a bundle when present, besides the model.
 _EXTRA_FILES = ("reference_profile.json", "parity.json")
 
@@ -47,11 +52,16 @@ def build_bundle(
     signature: dict[str, Any],
     metadata: dict[str, Any] | None = None,
     ort: bool = False,
+    model_format: str | None = None,
+    model_signature: str | None = None,
 ) -> Path:
     """Write an edge bundle for ``artifact`` (a directory holding ``model.onnx``, or an ``.onnx``
-    file) to ``out``; return its path.
+    file; with ``model_format="onnx"``, as the registry knows its artifacts, any file, such as a
+    registry blob, whose name has no suffix) to ``out``; return its path.
 
-    ``signature`` is the Signature JSON form. With ``ort``, ONNX Runtime's converter adds
+    ``signature`` is the Signature JSON form. ``model_signature``, the registry version's
+    model-signing bundle over ``artifact``, is carried as ``payload/model.sig`` (see
+    :mod:`servekit.edge.signed`). With ``ort``, ONNX Runtime's converter adds
     ``model.ort`` and the required-operators config. The archive is written to a temporary name
     and renamed, so a failure leaves no partial bundle. Raises InvalidArgumentError when there
     is no ONNX model, StorageError when ``out`` cannot be written, PackagingError when the ORT
@@ -59,7 +69,7 @@ def build_bundle(
     """
     src = Path(artifact)
     model = src / "model.onnx" if src.is_dir() else src
-    if not model.is_file() or model.suffix != ".onnx":
+    if not model.is_file() or (model.suffix != ".onnx" and model_format != "onnx"):
         raise InvalidArgumentError(
             f"{os.fspath(src)!r} holds no model.onnx: edge bundles carry ONNX models only"
         )
@@ -73,6 +83,11 @@ def build_bundle(
                 shutil.copyfile(src / name, payload / name)
         (payload / "signature.json").write_text(json.dumps(signature, indent=1))
         (payload / "metadata.json").write_text(json.dumps(metadata or {}, indent=1, default=str))
+        signed = None
+        if model_signature is not None:
+            carried = {p.name for p in payload.iterdir()}
+            signed = signed_files(src, carried)
+            (payload / SIGNATURE_FILE).write_text(model_signature)
         if ort:
             _convert_to_ort(payload / "model.onnx")
         tree = hashing.digest_tree(payload)
@@ -82,6 +97,7 @@ def build_bundle(
             "algorithm": "blake3",
             "digest": tree.digest,
             "files": [e._asdict() for e in tree.manifest],
+            **({MANIFEST_KEY: signed} if signed is not None else {}),
         }
         (Path(tmp) / MANIFEST).write_text(json.dumps(manifest, indent=1))
         partial = out_path.with_name(out_path.name + ".servekit-tmp")
@@ -122,60 +138,63 @@ def _convert_to_ort(model: Path) -> None:
         raise PackagingError(f"ORT format conversion failed: {tail[0]}")
 
 
-def extract_verified(bundle: str | os.PathLike[str], dest: Path) -> dict[str, Any]:
-    """Extract ``bundle`` into ``dest``, re-hash every payload file against the manifest and
-    return the manifest.
+def extract_verified(
+    bundle: str | os.PathLike[str], dest: Path, limits: Limits | None = None
+) -> dict[str, Any]:
+    """Extract ``bundle`` into ``dest`` (safely: see :mod:`servekit.edge.extract`), re-hash
+    every payload file, recompute the manifest's tree digest, and return the manifest.
 
     Raises InvalidArgumentError when the file is missing or not an archive, IntegrityError
-    naming each missing, unexpected or changed file (or an unsafe archive member).
+    naming each missing, unexpected or changed file, a digest that does not match, or an
+    unsafe member (or one beyond ``limits``, default :class:`Limits`).
     """
-    path = Path(bundle)
-    if not path.is_file():
-        raise InvalidArgumentError(f"bundle {os.fspath(path)!r} does not exist or is not a file")
-    try:
-        with tarfile.open(path, "r:*") as tar:
-            for member in tar.getmembers():
-                if not (member.isfile() or member.isdir()):
-                    raise IntegrityError(
-                        f"bundle {path.name}: member {member.name!r} is not a regular file"
-                    )
-            tar.extractall(dest, filter="data")
-    except (tarfile.TarError, EOFError) as exc:
-        # tarfile's "could not be opened" lists every compression it tried, one per line.
-        detail = "" if "\n" in str(exc) else f": {exc}"
-        raise InvalidArgumentError(
-            f"{os.fspath(path)}: not an edge bundle (a .tar.gz written by servekit export "
-            f"edge){detail}"
-        ) from None
-    manifest_path = dest / MANIFEST
-    if not manifest_path.is_file():
-        raise IntegrityError(f"bundle {path.name}: no {MANIFEST}")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise IntegrityError(f"bundle {path.name}: {MANIFEST} is not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise IntegrityError(f"bundle {path.name}: {MANIFEST} is not a {FORMAT} manifest")
+    name = Path(bundle).name
+    manifest = extract_bundle(bundle, dest, limits or Limits())
+    if manifest.get("format") != FORMAT:
+        raise IntegrityError(f"bundle {name}: {MANIFEST} is not a {FORMAT} manifest")
     if manifest.get("version") != VERSION:
-        raise IntegrityError(
-            f"bundle {path.name}: unsupported bundle version {manifest.get('version')!r}"
-        )
+        version = manifest.get("version")
+        raise IntegrityError(f"bundle {name}: unsupported bundle version {version!r}")
+    algorithm = manifest.get("algorithm")
+    if algorithm not in hashing.ALGORITHMS:
+        raise IntegrityError(f"bundle {name}: unknown digest algorithm {algorithm!r}")
     payload = dest / PAYLOAD
-    if not payload.is_dir():
-        raise IntegrityError(f"bundle {path.name}: no {PAYLOAD}/ directory")
-    report = hashing.verify_tree(payload, manifest.get("files", []))
-    if not report.ok:
-        problems = "; ".join(
-            f"{p.split(': ', 1)[0]}: {PAYLOAD}/{p.split(': ', 1)[1]}" for p in report.problems()
+    payload.mkdir(exist_ok=True)
+    listed = {e.path: e for e in (hashing.manifest_from_json(json.dumps(manifest["files"])))}
+    tree = hashing.digest_tree(payload, algorithm)
+    found = {e.path: e for e in tree.manifest}
+    problems = [f"missing: {PAYLOAD}/{p}" for p in sorted(listed.keys() - found.keys())]
+    problems += [f"unexpected: {PAYLOAD}/{p}" for p in sorted(found.keys() - listed.keys())]
+    problems += [
+        f"changed: {PAYLOAD}/{p}"
+        for p in sorted(listed.keys() & found.keys())
+        if listed[p] != found[p]
+    ]
+    if problems:
+        raise IntegrityError(f"bundle {name} failed verification: {'; '.join(problems)}")
+    if manifest.get("digest") != tree.digest:
+        raise IntegrityError(
+            f"bundle {name} failed verification: the manifest digest "
+            f"{manifest.get('digest')!r} is not the digest of its files ({tree.digest})"
         )
-        raise IntegrityError(f"bundle {path.name} failed verification: {problems}")
     return manifest
 
 
-def verify_bundle(bundle: str | os.PathLike[str]) -> dict[str, Any]:
-    """Re-hash every file of ``bundle`` against its manifest; return the manifest.
+def verify_bundle(
+    bundle: str | os.PathLike[str],
+    limits: Limits | None = None,
+    *,
+    public_key: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Re-hash every file of ``bundle`` against its manifest and, with ``public_key``, check
+    the signature it carries; return the manifest.
 
-    Raises IntegrityError naming each file that is missing, unexpected or changed.
+    Raises IntegrityError naming each file that is missing, unexpected or changed, or the
+    unsafe member (see :func:`extract_verified`), or saying the bundle carries no signature;
+    SignatureError when the signature does not verify against ``public_key``.
     """
     with tempfile.TemporaryDirectory(prefix="servekit-verify-") as tmp:
-        return extract_verified(bundle, Path(tmp))
+        manifest = extract_verified(bundle, Path(tmp), limits)
+        if public_key is not None:
+            verify_signed_payload(Path(bundle).name, Path(tmp) / PAYLOAD, manifest, public_key)
+        return manifest

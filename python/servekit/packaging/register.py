@@ -49,7 +49,7 @@ def register_report(registry: Any, report: PackageReport, *, force: bool = False
     """
     reg = open_registry(registry)
     fp32 = report.variant("fp32")
-    wanted = {"passed", "failed"} if force else {"passed"}
+    wanted = {"passed", "failed", "not-verified"} if force else {"passed"}
     if fp32.status not in wanted:
         return
     versions = framework_versions(report.framework)

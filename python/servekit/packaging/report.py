@@ -10,7 +10,7 @@ from servekit.errors import InvalidArgumentError
 from servekit.packaging.parity import ParityResult
 from servekit.signature import Signature
 
-Status = Literal["passed", "failed", "not-applicable", "error"]
+Status = Literal["passed", "failed", "not-verified", "not-applicable", "error"]
 
 
 @dataclass
@@ -18,7 +18,8 @@ class VariantResult:
     """One variant: its kind, status, artifact and parity.
 
     ``status``: ``passed`` (within tolerance; registered when a registry is given), ``failed``
-    (outside tolerance: not registered unless forced), ``not-applicable`` (``reason`` says why)
+    (outside tolerance: not registered unless forced), ``not-verified`` (no parity check could
+    run: not registered unless forced), ``not-applicable`` (``reason`` says why)
     or ``error`` (building it failed; ``reason`` holds the error).
     """
 

@@ -2,13 +2,22 @@
 aliases (with an audit log), tags, metrics and lineage. See :class:`Registry`."""
 
 from servekit.registry.records import AliasEvent, GcReport, ModelVersion, RegisteredModel
-from servekit.registry.registry import ALIAS_ACTIONS, FORMATS, Registry, default_actor
+from servekit.registry.registry import (
+    ALIAS_ACTIONS,
+    FORMATS,
+    REFUSED_ACTION,
+    UNCHECKED,
+    Registry,
+    default_actor,
+)
 from servekit.registry.root import HOME_ENV, default_root
 
 __all__ = [
     "ALIAS_ACTIONS",
     "FORMATS",
     "HOME_ENV",
+    "REFUSED_ACTION",
+    "UNCHECKED",
     "AliasEvent",
     "GcReport",
     "ModelVersion",

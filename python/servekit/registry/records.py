@@ -7,9 +7,6 @@ suffix, e.g. ``"2025-01-31T09:05:07.123456Z"``; they sort as text in time order.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -77,7 +74,7 @@ class RegisteredModel:
 @dataclass(frozen=True)
 class AliasEvent:
     """One entry of the append-only alias audit log. ``action`` is ``set``, ``promote``,
-    ``force``, ``rollback``, ``delete`` or ``refuse`` (a gated promotion on live figures that
+    ``force``, ``rollback``, ``delete`` or ``refused`` (a gated promotion on live figures that
     was refused; the alias did not move); ``previous_version`` is None when the alias was new,
     ``new_version`` None when it was deleted."""
 
@@ -151,19 +148,6 @@ def version_from_row(row: tuple[Any, ...]) -> ModelVersion:
         archived=archived,
     )
     return mv
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause Python's cycle collector while thousands of rows are built: they hold no cycles,
-    and the collections their fresh containers trigger would cost about a third of the time."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def model_from_row(row: tuple[Any, ...]) -> RegisteredModel:

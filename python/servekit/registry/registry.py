@@ -27,7 +27,6 @@ from servekit.registry.records import (
     ModelVersion,
     RegisteredModel,
     event_from_row,
-    gc_paused,
     model_from_row,
     version_from_row,
 )
@@ -40,6 +39,19 @@ StrPath = str | os.PathLike[str]
 FORMATS: tuple[str, ...] = tuple(_core.REGISTRY_FORMATS)
 #: Actions ``set_alias`` may record (``delete`` is recorded by ``delete_alias``).
 ALIAS_ACTIONS: tuple[str, ...] = tuple(_core.REGISTRY_ALIAS_ACTIONS)
+#: The action of an audit event recording a compare-and-swap move that was refused.
+REFUSED_ACTION: str = _core.REGISTRY_REFUSED_ACTION
+
+
+class _Unchecked:
+    """The default of ``set_alias(expect=...)``: move the alias without comparing."""
+
+    def __repr__(self) -> str:
+        return "UNCHECKED"
+
+
+#: ``set_alias(expect=UNCHECKED)`` (the default) moves the alias wherever it points now.
+UNCHECKED: Any = _Unchecked()
 
 
 def default_actor() -> str:
@@ -211,8 +223,7 @@ class Registry:
             None if variant is None else _str("variant", variant),
             None if order_by is None else _str("order_by", order_by),
         )
-        with gc_paused():
-            return [version_from_row(r) for r in self._core.list_versions(*args)]
+        return [version_from_row(r) for r in self._core.list_versions(*args)]
 
     def set_alias(
         self,
@@ -222,17 +233,32 @@ class Registry:
         reason: str | None = None,
         actor: str | None = None,
         action: str = "set",
+        expect: int | None = UNCHECKED,
     ) -> AliasEvent:
         """Point ``alias`` of the model at the version ``ref`` resolves to and record the move
         (``action`` one of :data:`ALIAS_ACTIONS`; ``actor`` defaults to ``user@host``).
-        Return the recorded event. Raises NotFoundError for an unknown version,
-        InvalidArgumentError for a bad alias or action, ConflictError for an archived version."""
+
+        ``expect`` makes the move a compare-and-swap: a version number means "only if the alias
+        points at this version now", None "only if the alias does not exist yet"; the check and
+        the move happen in one write transaction, so of concurrent writers expecting the same
+        target exactly one succeeds. A refused attempt is recorded in the audit log (action
+        :data:`REFUSED_ACTION`) and raises PreconditionFailedError. Return the recorded event.
+        Raises NotFoundError for an unknown version, InvalidArgumentError for a bad alias,
+        action or expectation, ConflictError for an archived version."""
+        check = expect is not UNCHECKED
+        number = isinstance(expect, int) and not isinstance(expect, bool)
+        if check and expect is not None and not number:
+            raise InvalidArgumentError(
+                f"expect must be a version number or None, got {type(expect).__name__}"
+            )
         row = self._core.set_alias(
             _str("reference", ref),
             _str("alias", alias),
             default_actor() if actor is None else _str("actor", actor),
             None if reason is None else _str("reason", reason),
             _str("action", action),
+            check,
+            expect if check else None,
         )
         return event_from_row(row)
 
@@ -240,7 +266,7 @@ class Registry:
         self, ref: str, alias: str, *, reason: str, actor: str | None = None
     ) -> AliasEvent:
         """Record in the alias audit log that moving ``alias`` to ``ref`` was refused (action
-        ``refuse``; the alias does not move: the event's previous and new versions are its
+        ``refused``; the alias does not move: the event's previous and new versions are its
         current target). Return the event. Raises NotFoundError for an unknown version and
         InvalidArgumentError for a bad alias."""
         row = self._core.record_refusal(
@@ -306,8 +332,7 @@ class Registry:
     def history(self, name: str) -> list[AliasEvent]:
         """Return every alias move of model ``name``, oldest first."""
         name = _str("model name", name)
-        with gc_paused():
-            return [event_from_row(r) for r in self._core.history(name)]
+        return [event_from_row(r) for r in self._core.history(name)]
 
     def lineage(self, ref: str) -> list[ModelVersion]:
         """Return the version ``ref`` points at, then its parent, grandparent, ... ."""

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from servekit.registry import Registry
     from servekit.registry.records import ModelVersion
     from servekit.serving.dataplane import DataPlane
+    from servekit.serving.signature_policy import SignaturePolicy
 
 log = logging.getLogger("servekit.serving")
 
@@ -45,6 +46,7 @@ class RegistrySource:
         refs: list[str],
         runner_options: RunnerOptions,
         batching: BatchingOptions | None = None,
+        signature_policy: SignaturePolicy | None = None,
     ) -> None:
         """Raises InvalidArgumentError when two references name the same model or one is
         malformed (an unknown model, version or alias is not an error yet: it may appear)."""
@@ -65,6 +67,7 @@ class RegistrySource:
             self.refs[name] = ref
         self.runner_options = runner_options
         self.batching = batching or BatchingOptions()
+        self.signature_policy = signature_policy
         self.serving: dict[str, int] = {}
         self._unresolved: dict[str, str] = {}  # name -> the last resolution error logged
         self._held: list[str] | None = None  # load errors held back while starting
@@ -93,6 +96,8 @@ class RegistrySource:
 
     def _load(self, version: ModelVersion) -> ServedModel:
         model_file = self.registry.model_file(version.ref, verify=True)
+        if self.signature_policy is not None:
+            self.signature_policy.check(self.registry, version)
         config = triton_config(version, model_file, self.batching)
         runner = make_runner(model_file, config, self.runner_options)
         served = ServedModel(version.name, version.version, config, runner)
