@@ -103,6 +103,7 @@ def test_non_utf8_header_value_is_refused_not_crashing():
         ("GET", "/v2/models/m/stats", ApiGroup.STATISTICS),
         ("GET", "/v2/models/m/versions/1/stats", ApiGroup.STATISTICS),
         ("GET", "/v2/models/m/drift", ApiGroup.STATISTICS),
+        ("GET", "/v2/models/m/candidates", ApiGroup.STATISTICS),
         ("GET", "/v2/systemsharedmemory/status", ApiGroup.SHARED_MEMORY),
         ("GET", "/v2/cudasharedmemory/region/r/status", ApiGroup.SHARED_MEMORY),
         ("GET", "/v2/trace/setting", ApiGroup.TRACE),

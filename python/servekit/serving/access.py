@@ -181,6 +181,7 @@ _HTTP_ROUTES: list[tuple[str, re.Pattern[str], ApiGroup]] = [
         ("*", r"/v2/models/stats", ApiGroup.STATISTICS),
         ("*", _MODEL + r"/stats", ApiGroup.STATISTICS),
         ("*", _MODEL + r"/drift", ApiGroup.STATISTICS),  # servekit: drift is a statistic
+        ("*", _MODEL + r"/candidates", ApiGroup.STATISTICS),  # servekit: shadow/canary figures
         ("*", _MODEL + r"/ready", ApiGroup.HEALTH),
         ("*", _MODEL + r"/(?:infer|generate|generate_stream)", ApiGroup.INFERENCE),
         ("*", _MODEL + r"/config", ApiGroup.MODEL_CONFIG),
