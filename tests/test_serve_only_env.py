@@ -105,15 +105,12 @@ def test_package_says_which_extra_to_install(serve_venv, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_help_lists_commands_whose_extra_is_missing(serve_venv):
+def test_help_lists_every_command_in_a_partial_install(serve_venv):
+    # Command modules import their stage's libraries when they run, so help lists them all
+    # (the missing extra is named when the command needs it: see the package test above).
     proc = subprocess.run(
         [str(serve_venv / "bin" / "servekit"), "--help"], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
-    assert re.search(r"\n  bench +\(needs pip install 'servekit\[bench\]'\)\n", proc.stdout)
-    assert "serve " in proc.stdout and "containerize " in proc.stdout
-    bench = subprocess.run(
-        [str(serve_venv / "bin" / "servekit"), "bench", "m"], capture_output=True, text=True
-    )
-    assert bench.returncode == 2
-    assert bench.stderr.startswith("servekit: error: this command needs 'tqdm'")
+    for command in ("bench", "package", "serve", "containerize", "registry"):
+        assert re.search(rf"\n  {command} ", proc.stdout), proc.stdout

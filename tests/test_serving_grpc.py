@@ -35,8 +35,11 @@ BODY_LIMIT = 1_000_000
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     repo = build_repository(tmp_path_factory.mktemp("repo"))
     _write_typed_model(repo)
+    # As tests/test_serving_server.py: explicit control for the load/unload RPCs, not strict
+    # readiness (the repository holds a broken model on purpose).
+    control = ("--model-control-mode", "explicit", "--load-model", "*", "--no-strict-readiness")
     srv = start_server(
-        "--model-repo", str(repo), "--max-body-bytes", str(BODY_LIMIT), "--grpc-port", "0"
+        "--model-repo", str(repo), "--max-body-bytes", str(BODY_LIMIT), "--grpc-port", "0", *control
     )
     assert srv.grpc_url.startswith("127.0.0.1:")
     yield srv

@@ -72,8 +72,9 @@ def test_decoding_64_mib_of_json_peaks_at_a_small_multiple_of_the_body(tmp_path:
 def test_a_64_mib_deeply_nested_body_is_refused_and_the_server_keeps_serving():
     server = start_server("--model-repo", str(EXAMPLE_REPO))
     host, port = server.url.split(":")
-    # 40 levels deep, padded to 64 MiB inside a string (brackets in strings do not count).
-    nested = b"[" * 40 + b"1" + b"]" * 40
+    # 110 levels deep (past the default limit, Triton's 100), padded to 64 MiB inside a string
+    # (brackets in strings do not count).
+    nested = b"[" * 110 + b"1" + b"]" * 110
     pad = BODY_BYTES - len(nested) - 64
     body = b'{"inputs":[{"name":"input","pad":"' + b"[" * pad + b'","d":' + nested + b"}]}"
     try:
@@ -81,7 +82,7 @@ def test_a_64_mib_deeply_nested_body_is_refused_and_the_server_keeps_serving():
         conn.request("POST", "/v2/models/digits/infer", body=body)
         resp = conn.getresponse()
         assert resp.status == 400
-        assert "JSON nesting depth 43 exceeds the limit of 32" in json.loads(resp.read())["error"]
+        assert "JSON nesting depth 113 exceeds the limit of 100" in json.loads(resp.read())["error"]
         conn.close()
         ok = json.dumps(
             {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": [0] * 64}]}

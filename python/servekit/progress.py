@@ -11,8 +11,6 @@ import sys
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
-from tqdm import tqdm
-
 T = TypeVar("T")
 
 
@@ -26,6 +24,10 @@ def progress_bar(
 ) -> Any:
     """A tqdm bar over ``iterable`` (or counting to ``total``) on stderr, disabled unless
     :func:`bars_shown`; it leaves no line behind when done."""
+    # Imported here: tqdm comes with the stages that draw bars (package, bench), and a
+    # command of another stage must be able to import this module without it.
+    from tqdm import tqdm
+
     return tqdm(
         iterable,
         total=total,
