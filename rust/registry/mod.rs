@@ -804,7 +804,7 @@ mod tests {
         reg.register(request("m", &f)).unwrap();
         std::fs::write(&f, b"b").unwrap();
         reg.register(request("m", &f)).unwrap();
-        reg.set_alias("m:1", "production", "me", None, "set")
+        reg.set_alias("m:1", "production", "me", None, "set", Expect::Any)
             .unwrap();
         let e = reg
             .record_refusal("m:2", "production", "ci", "live.requests 3 < 1000")
