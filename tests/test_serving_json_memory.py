@@ -29,8 +29,9 @@ def float_request(size: int) -> bytes:
     return doc.encode()
 
 
-# Run in a fresh interpreter: ru_maxrss is the process's peak, and every allocator counts
-# (Python's, numpy's, orjson's, the Rust core's).
+# Run in a fresh interpreter: VmHWM is the peak RSS of its address space, and every allocator
+# counts (Python's, numpy's, orjson's, the Rust core's). Not ru_maxrss: Linux carries that
+# across fork and exec, so a child of a large pytest process would report the parent's size.
 MEASURE = textwrap.dedent(
     """
     import resource, sys
@@ -40,7 +41,8 @@ MEASURE = textwrap.dedent(
     page = resource.getpagesize()
     before = int(Path("/proc/self/statm").read_text().split()[1]) * page
     request = decode_request(body, None, max_json_depth=32)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    status = Path("/proc/self/status").read_text().splitlines()
+    peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) * 1024
     print(request.inputs["x"].shape[0], before, peak)
     """
 )
