@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import queue
 import shutil
@@ -140,6 +142,21 @@ class ServerProcess:
 
 _LISTENING = ("servekit: serving on http://", "servekit: serving on https://")
 _GRPC_LISTENING = "servekit: serving gRPC on "
+
+
+def http_call(
+    server: ServerProcess, method: str, path: str, body: bytes = b"", timeout: float = 120
+) -> tuple[int, dict]:
+    """One raw HTTP request to ``server``; return the status and the JSON body ({} if empty)."""
+    host, port = server.url.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.request(method, path, body=body)
+        resp = conn.getresponse()
+        content = resp.read()
+        return resp.status, json.loads(content) if content else {}
+    finally:
+        conn.close()
 
 
 def _pump(stream: object, sink: queue.Queue[str]) -> None:

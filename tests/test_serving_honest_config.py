@@ -4,7 +4,6 @@ server in explicit mode (the load API carries each configuration)."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import struct
 import threading
@@ -16,7 +15,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from _serving import ADD_CONFIG, ServerProcess, _save, add_model, start_server, write_slow_model
+from _serving import (
+    ADD_CONFIG,
+    ServerProcess,
+    _save,
+    add_model,
+    http_call,
+    start_server,
+    write_slow_model,
+)
 
 BASE: dict[str, Any] = {
     "platform": "onnxruntime_onnx",
@@ -29,22 +36,10 @@ ADD_INPUT = json.dumps(
 ).encode()
 
 
-def call(server: ServerProcess, method: str, path: str, body: bytes = b"") -> tuple[int, dict]:
-    host, port = server.url.split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=120)
-    try:
-        conn.request(method, path, body=body)
-        resp = conn.getresponse()
-        content = resp.read()
-        return resp.status, json.loads(content) if content else {}
-    finally:
-        conn.close()
-
-
 def load(server: ServerProcess, model: str, **fields: Any) -> tuple[int, dict]:
     config = {"name": model, **BASE, **fields}
     body = json.dumps({"parameters": {"config": json.dumps(config)}}).encode()
-    return call(server, "POST", f"/v2/repository/models/{model}/load", body)
+    return http_call(server, "POST", f"/v2/repository/models/{model}/load", body)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +65,7 @@ def server(repo: Path) -> Iterator[ServerProcess]:
 
 
 def assert_serving(server: ServerProcess, value: float = 1.0) -> None:
-    status, body = call(server, "POST", "/v2/models/adder/infer", ADD_INPUT)
+    status, body = http_call(server, "POST", "/v2/models/adder/infer", ADD_INPUT)
     assert status == 200 and body["outputs"][0]["data"] == [value] * 4
 
 
@@ -133,7 +128,7 @@ def test_kind_gpu_without_cuda_is_a_clear_error(server):
     status, body = load(server, "adder", instance_group=[{"kind": "KIND_GPU", "gpus": [0]}])
     assert status == 400
     assert "instance_group KIND_GPU: device 'cuda:0' needs onnxruntime-gpu" in body["error"]
-    status, _ = call(server, "POST", "/v2/repository/models/adder/load")  # back to its own
+    status, _ = http_call(server, "POST", "/v2/repository/models/adder/load")  # back to its own
     assert status == 200
     assert_serving(server)
 
@@ -160,7 +155,7 @@ def test_model_warmup_runs_each_kind_of_data(server, source):
     assert_serving(server)
     # Warm-up runs are not requests: the statistics of the new version start at zero... but
     # for the request just served.
-    status, stats = call(server, "GET", "/v2/models/adder/stats")
+    status, stats = http_call(server, "GET", "/v2/models/adder/stats")
     assert stats["model_stats"][0]["inference_count"] == 1
 
 
@@ -189,7 +184,7 @@ def test_bad_model_warmup_fails_the_load_naming_the_sample(server, sample, messa
     status, body = load(server, "adder", model_warmup=[sample])
     assert status == 400, body
     assert "model_warmup 'w'" in body["error"] and message in body["error"]
-    status, _ = call(server, "POST", "/v2/repository/models/adder/load")
+    status, _ = http_call(server, "POST", "/v2/repository/models/adder/load")
     assert_serving(server)
 
 
@@ -205,20 +200,20 @@ def test_warmup_runs_before_the_version_is_ready(server):
     result: list[int] = []
     loader = threading.Thread(
         target=lambda: result.append(
-            call(server, "POST", "/v2/repository/models/slow/load", body)[0]
+            http_call(server, "POST", "/v2/repository/models/slow/load", body)[0]
         )
     )
     loader.start()
     seen_unready = False
     while loader.is_alive():
-        status, _ = call(server, "GET", "/v2/models/slow/ready")
+        status, _ = http_call(server, "GET", "/v2/models/slow/ready")
         if loader.is_alive() and status != 200:
             seen_unready = True
         time.sleep(0.01)  # poll gently: the warm-up shares the machine
     loader.join()
     assert result == [200]
     assert seen_unready
-    assert call(server, "GET", "/v2/models/slow/ready")[0] == 200
+    assert http_call(server, "GET", "/v2/models/slow/ready")[0] == 200
 
 
 def test_bytes_warmup_file_is_length_prefixed(tmp_path: Path):

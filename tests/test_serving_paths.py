@@ -3,7 +3,6 @@ and nothing a model loads leads outside the repository (raw HTTP against a real 
 
 from __future__ import annotations
 
-import http.client
 import json
 import subprocess
 import sys
@@ -12,23 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from _serving import ADD_CONFIG, ServerProcess, _save, add_model, start_server
+from _serving import ADD_CONFIG, ServerProcess, _save, add_model, http_call, start_server
 
 ADD_INPUT = json.dumps(
     {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [0.0] * 4}]}
 ).encode()
-
-
-def request(server: ServerProcess, method: str, path: str, body: bytes = b"") -> tuple[int, dict]:
-    host, port = server.url.split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=60)
-    try:
-        conn.request(method, path, body=body)
-        resp = conn.getresponse()
-        content = resp.read()
-        return resp.status, json.loads(content) if content else {}
-    finally:
-        conn.close()
 
 
 def load_with_config(server: ServerProcess, model: str, **fields: object) -> tuple[int, dict]:
@@ -41,7 +28,7 @@ def load_with_config(server: ServerProcess, model: str, **fields: object) -> tup
         **fields,
     }
     body = json.dumps({"parameters": {"config": json.dumps(config)}}).encode()
-    return request(server, "POST", f"/v2/repository/models/{model}/load", body)
+    return http_call(server, "POST", f"/v2/repository/models/{model}/load", body)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +70,7 @@ def server(layout: tuple[Path, Path]) -> Iterator[ServerProcess]:
 
 
 def assert_still_serving(server: ServerProcess) -> None:
-    status, body = request(server, "POST", "/v2/models/adder/infer", ADD_INPUT)
+    status, body = http_call(server, "POST", "/v2/models/adder/infer", ADD_INPUT)
     assert status == 200 and body["outputs"][0]["data"] == [1.0] * 4
 
 
@@ -111,17 +98,17 @@ def test_default_model_filename_must_be_a_plain_name(server, layout, filename: s
 
 @pytest.mark.parametrize("model", ["linked_file", "linked_dir", "linked_model"])
 def test_symlinks_out_of_the_repository_are_refused(server, model: str):
-    status, body = request(server, "POST", f"/v2/repository/models/{model}/load", b"")
+    status, body = http_call(server, "POST", f"/v2/repository/models/{model}/load", b"")
     assert status == 400, body
     assert "outside the model repository" in body["error"]
-    status, _ = request(server, "POST", f"/v2/models/{model}/infer", ADD_INPUT)
+    status, _ = http_call(server, "POST", f"/v2/models/{model}/infer", ADD_INPUT)
     assert status in (404, 503)  # never served from outside
     assert_still_serving(server)
 
 
 @pytest.mark.parametrize("name", ["..", "%00", "a%00b", ".hidden"])
 def test_load_model_names_are_plain(server, name: str):
-    status, body = request(server, "POST", f"/v2/repository/models/{name}/load", b"")
+    status, body = http_call(server, "POST", f"/v2/repository/models/{name}/load", b"")
     assert status in (400, 404)
     assert "error" in body
     assert_still_serving(server)
