@@ -1,6 +1,8 @@
 """Ray Serve benchmark: what Ray's proxy hop costs servekit, and what a second replica buys.
 
-One local Ray cluster (``ray.init(num_cpus=2)``, no dashboard) holds, behind one proxy:
+One local Ray cluster (``ray.init(num_cpus=2)``, no dashboard) holds, behind one proxy
+(``--ray-proxy``: Ray's HAProxy ingress, the default of ``servekit serve --ray``, or Ray's
+Python proxy actor):
 
 - ``/noop``: a do-nothing ASGI deployment that reads the body and answers a fixed v2 response
   (the floor: the proxy hop alone);
@@ -19,7 +21,7 @@ spread (min-max).
 Goals: servekit through Ray within 1 ms of the floor at c=1; 2 replicas >= 1.3x one replica
 (heavy, c=16).
 
-    python benchmarks/bench_ray.py [--quick] [--duration S] [--runs N]
+    python benchmarks/bench_ray.py [--quick] [--duration S] [--runs N] [--ray-proxy haproxy|ray]
 
 Prints a table and writes benchmarks/results/ray.json.
 """
@@ -39,6 +41,7 @@ import numpy as np
 
 from _results import write_results
 from bench_serving import build_repo, free_port, request_bodies, start, stop, wait_ready, wrk
+from servekit.serving.ray.ingress import DEFAULT_INGRESS, INGRESSES, ingress_environment
 
 OUT = Path(__file__).resolve().parent / "results" / "ray.json"
 TICK = 100.0  # clock ticks per second of /proc/PID/stat (Linux default)
@@ -68,7 +71,8 @@ def noop_app():  # builds the floor deployment's ASGI app (once per replica)
 
 
 def ray_pids() -> dict[str, int]:
-    """Ray's proxy and servekit replica processes, by their process titles."""
+    """Ray's proxy (HAProxy or the proxy actor) and servekit replica processes, by their
+    process titles."""
     found: dict[str, int] = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -77,7 +81,9 @@ def ray_pids() -> dict[str, int]:
             title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
         except OSError:
             continue
-        if title.startswith("ray::ProxyActor"):
+        # With HAProxy, Ray's proxy actor still runs but carries no requests.
+        haproxy = Path(title).name == "haproxy"
+        if haproxy or (title.startswith("ray::ProxyActor") and "proxy" not in found):
             found["proxy"] = int(proc.name)
         elif title.startswith("ray::ServeReplica:servekit:ServekitReplica"):
             found[f"replica{sum(k.startswith('replica') for k in found) + 1}"] = int(proc.name)
@@ -129,6 +135,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 s per run instead of 10 s")
     parser.add_argument("--duration", type=float, default=None, help="seconds per run")
     parser.add_argument("--runs", type=int, default=3, help="runs per point (median)")
+    parser.add_argument("--ray-proxy", choices=INGRESSES, default=DEFAULT_INGRESS)
     args = parser.parse_args()
     duration = args.duration or (3.0 if args.quick else 10.0)
 
@@ -164,6 +171,7 @@ def main() -> None:
             stop(plain)
 
         port = free_port()
+        os.environ.update(ingress_environment(args.ray_proxy))
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
             serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -213,6 +221,7 @@ def main() -> None:
         points["ray servekit c=1"]["round_trip_us"] - points["plain c=1"]["round_trip_us"]
     )
     scaling = points["ray heavy 2 replicas c=16"]["rps"] / points["ray heavy 1 replica c=16"]["rps"]
+    print(f"Ray proxy: {args.ray_proxy}")
     print(f"{'point':28} {'req/s (spread)':>24} {'p50 us':>8}  cpu s/s per process")
     for name, p in points.items():
         spread = f"{p['rps_spread'][0]:.0f}-{p['rps_spread'][1]:.0f}"
@@ -228,6 +237,7 @@ def main() -> None:
         {
             "duration_s": duration,
             "runs": args.runs,
+            "ray_proxy": args.ray_proxy,
             "points": points,
             "overhead_vs_floor_ms": overhead_floor / 1000,
             "overhead_vs_plain_ms": overhead_plain / 1000,

@@ -28,6 +28,7 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 from ray import serve  # noqa: E402
 
 from servekit.serving.ray import ReplicaSpec, ScaleOptions, build_app  # noqa: E402
+from servekit.serving.ray.ingress import ingress_environment  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -112,6 +113,8 @@ def app(tmp_path_factory):
     )
     port = free_port()
     os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")  # a busy machine is slow
+    saved = dict(os.environ)
+    os.environ.update(ingress_environment("haproxy"))  # what `servekit serve --ray` uses
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -126,6 +129,8 @@ def app(tmp_path_factory):
             serve.shutdown()
         finally:
             ray.shutdown()
+            os.environ.clear()
+            os.environ.update(saved)
 
 
 def replicas(base: str) -> dict[str, str]:
@@ -272,7 +277,10 @@ def test_killed_replica_is_restarted_and_traffic_resumes(app):
     ray.kill(ray.get_actor(names[0], namespace="serve"))
 
     def recovered() -> bool:
-        status, body = get(f"{app['base']}/servekit/replicas")  # may reach the dead one
+        try:
+            status, body = get(f"{app['base']}/servekit/replicas")
+        except ConnectionError:  # HAProxy sent it to the dead replica before marking it down
+            return False
         return status == 200 and len(body["replicas"]) == 2 and victim not in body["replicas"]
 
     wait_for(recovered, 120, "Ray to replace the killed replica")

@@ -1,15 +1,17 @@
 """``servekit serve --ray`` as users run it: a local Ray cluster started by the command, the
-proxy on the given port, one line when serving, and a clean stop on SIGTERM."""
+proxy it asked for on the given port, one line when serving, and a clean stop on SIGTERM."""
 
 from __future__ import annotations
 
 import http.client
+import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,11 +39,33 @@ def ready_status(port: int) -> int:
         return 0
 
 
-def test_serve_ray_answers_on_its_port_and_stops_cleanly_on_sigterm(tmp_path):
+def listener(port: int) -> str:
+    """The command name of the process listening on 127.0.0.1:``port`` ('' when none)."""
+    wanted = f"0100007F:{port:04X}"
+    inodes = {
+        fields[9]
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+        if (fields := line.split())[1] == wanted and fields[3] == "0A"  # 0A: LISTEN
+    }
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            links = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+            if any(f"socket:[{inode}]" in links for inode in inodes):
+                return Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+    return ""
+
+
+@pytest.mark.parametrize(
+    ("proxy", "process"), [(None, "haproxy"), ("ray", "ray::ProxyActor")], ids=["haproxy", "ray"]
+)
+def test_serve_ray_answers_on_its_port_and_stops_cleanly_on_sigterm(tmp_path, proxy, process):
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "servekit", "serve", "--ray", "--replicas", "1",
-         "--replica-cpus", "0.5", "--model-repo", str(EXAMPLE_REPO), "--port", str(port)],
+         "--replica-cpus", "0.5", "--model-repo", str(EXAMPLE_REPO), "--port", str(port),
+         *(["--ray-proxy", proxy] if proxy else [])],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp_path,
     )  # fmt: skip
     lines: list[str] = []
@@ -63,6 +87,7 @@ def test_serve_ray_answers_on_its_port_and_stops_cleanly_on_sigterm(tmp_path):
             seen.add(status)
             threading.Event().wait(0.5)
         assert status == 200, seen
+        assert listener(port) == process
         x = (load_digits().data[:4] / 16).astype(np.float32)
         client = httpclient.InferenceServerClient(f"127.0.0.1:{port}", network_timeout=60)
         inp = httpclient.InferInput("input", list(x.shape), "FP32")

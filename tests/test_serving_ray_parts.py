@@ -156,6 +156,10 @@ def test_print_config_is_a_serve_config_whose_args_build_the_app(run_cli):
     "args, words",
     [
         (["--replicas", "2"], "--replicas needs --ray"),
+        (["--ray-proxy", "ray"], "--ray-proxy needs --ray"),
+        (["--ray", "--ray-address", "x:1", "--ray-proxy", "ray"], "applies to the local cluster"),
+        (["--ray", "--print-config", "--ray-proxy", "ray"], "applies to the local cluster"),
+        (["--ray", "--ray-proxy", "nginx"], "'nginx' is not one of 'haproxy', 'ray'"),
         (["--print-config", "--ray-address", "x:1"], "--ray-address, --print-config need --ray"),
         (["--ray", "--replicas", "2", "--autoscale", "1:2"], "not both"),
         (["--ray", "--target-ongoing-requests", "4"], "needs --autoscale"),

@@ -295,6 +295,10 @@ from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
 # -- Ray Serve (servekit.serving.ray; extra `ray`) --------------------------------------------
 @click.option("--ray", is_flag=True, help="Serve with replicas on Ray Serve behind Ray's proxy.")
 @click.option("--ray-address", default=None, help="Ray cluster to use (default: a local one).")
+@click.option(
+    "--ray-proxy", type=click.Choice(["haproxy", "ray"]), default=None,
+    help="The local cluster's HTTP ingress: Ray's HAProxy (default) or its Python proxy.",
+)  # fmt: skip
 @click.option("--replicas", type=int, default=None, help="With --ray: replicas (default 1).")
 @click.option("--autoscale", default=None, metavar="MIN:MAX", help="With --ray: autoscale.")
 @click.option(
@@ -382,7 +386,9 @@ def serve_command(
         from servekit.cli.serve_ray import RayFlags, serve_on_ray
 
         refuse_unsupported_on_ray(ctx, ray_flags)
-        flags = RayFlags(address=ray_flags.pop("ray_address"), **ray_flags)  # type: ignore[arg-type]
+        flags = RayFlags(
+            address=ray_flags.pop("ray_address"), proxy=ray_flags.pop("ray_proxy"), **ray_flags
+        )  # type: ignore[arg-type]
         flags.check()
         serve_on_ray(
             flags, model_repo=model_repo, registry=registry, models=models,

@@ -19,6 +19,7 @@ class RayFlags:
 
     ray: bool
     address: str | None
+    proxy: str | None
     replicas: int | None
     autoscale: str | None
     target_ongoing_requests: float | None
@@ -32,6 +33,7 @@ class RayFlags:
             name
             for name, value in (
                 ("--ray-address", self.address),
+                ("--ray-proxy", self.proxy),
                 ("--replicas", self.replicas),
                 ("--autoscale", self.autoscale),
                 ("--target-ongoing-requests", self.target_ongoing_requests),
@@ -44,6 +46,12 @@ class RayFlags:
         if given and not self.ray:
             verb = "needs" if len(given) == 1 else "need"
             raise click.UsageError(f"{', '.join(given)} {verb} --ray")
+        if self.proxy is not None and (self.address is not None or self.print_config):
+            raise click.UsageError(
+                "--ray-proxy applies to the local cluster --ray starts: a cluster at "
+                "--ray-address or one a --print-config file is deployed on uses the proxy its "
+                "`ray start` environment chose (RAY_SERVE_ENABLE_HA_PROXY=1 for HAProxy)"
+            )
         if self.replicas is not None and self.autoscale is not None:
             raise click.UsageError("give --replicas N or --autoscale MIN:MAX, not both")
         if self.target_ongoing_requests is not None and self.autoscale is None:
@@ -123,4 +131,4 @@ def serve_on_ray(
         if path is not None and not os.path.isdir(path):
             # Checked here: a replica that cannot start is retried by Ray over and over.
             raise InvalidArgumentError(f"{flag} {path}: no such directory")
-    run(spec, scale, host=host, port=port, address=flags.address)
+    run(spec, scale, host=host, port=port, address=flags.address, proxy=flags.proxy)

@@ -27,6 +27,7 @@ from ray.serve import Application
 
 from servekit.errors import InvalidArgumentError, UnavailableError
 from servekit.serving.ray.directory import ReplicaDirectory
+from servekit.serving.ray.ingress import DEFAULT_INGRESS, ingress_environment
 from servekit.serving.ray.replica import ReplicaDeployment
 from servekit.serving.ray.spec import ReplicaSpec, ScaleOptions
 
@@ -91,20 +92,28 @@ def run(
     host: str,
     port: int,
     address: str | None = None,
+    proxy: str | None = None,
 ) -> None:
     """Serve the application until SIGTERM/SIGINT, like ``serve run``: connect to the Ray
-    cluster at ``address`` (None: start a local one with this machine's CPUs), put the proxy on
-    ``host:port``, deploy, print ``servekit: serving on http://HOST:PORT``, and on the signal
-    delete the application (and stop the local cluster). Raises InvalidArgumentError for bad
-    settings (before anything starts)."""
+    cluster at ``address`` (None: start a local one with this machine's CPUs and ``proxy`` as
+    its HTTP ingress, :mod:`servekit.serving.ray.ingress`), put the proxy on ``host:port``,
+    deploy, print ``servekit: serving on http://HOST:PORT``, and on the signal delete the
+    application (and stop the local cluster). Raises InvalidArgumentError for bad settings and
+    UnavailableError for a missing ingress (before anything starts)."""
     import ray
 
     if port == 0:
         raise InvalidArgumentError("--ray needs a fixed --port: Ray's proxy cannot pick one")
+    local = address is None
+    if not local and proxy is not None:
+        raise InvalidArgumentError(
+            "--ray-proxy applies to a local cluster: a cluster at --ray-address uses the proxy "
+            "its `ray start` environment chose (RAY_SERVE_ENABLE_HA_PROXY=1 for HAProxy)"
+        )
     application = build_app(replica, scale)
     stop = threading.Event()
-    local = address is None
     if local:
+        os.environ.update(ingress_environment(proxy or DEFAULT_INGRESS))
         # Ray gives its node 30 s to start, which a busy machine can exceed.
         os.environ.setdefault("RAY_raylet_start_wait_time_s", str(RAYLET_START_WAIT_S))
     try:
