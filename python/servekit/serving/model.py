@@ -36,8 +36,9 @@ if TYPE_CHECKING:
 
 _now = time.perf_counter_ns
 
-#: The batcher queue bound of a model whose dynamic_batching sets no max_queue_size (Triton's
-#: 0, unlimited): past it a request is refused at once with "Exceeds maximum queue size".
+#: The batcher queue bound of a priority level whose queue policy sets no max_queue_size
+#: (Triton's 0, unlimited): past it a request is refused at once with "Exceeds maximum queue
+#: size".
 DEFAULT_MAX_QUEUE_SIZE = 1024
 
 
