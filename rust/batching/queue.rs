@@ -162,7 +162,7 @@ impl<P: Payload> Queue<P> {
                 expired.push(found);
             }
         }
-        // Ids grow with arrival: requests expiring in one call keep their arrival order.
+        // Ids are taken in submission order: requests expiring in one call keep that order.
         expired.sort_by_key(|(_, e)| e.id);
         let mut out = Expired {
             rejected: Vec::new(),
