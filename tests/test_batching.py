@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from servekit.batching import DynamicBatcher, RequestTiming
+from servekit.batching import DynamicBatcher, QueuePolicy, RequestTiming
 from servekit.errors import (
     InferenceError,
     InvalidArgumentError,
@@ -200,7 +200,9 @@ def test_queue_full_and_timeout_fail_with_tritons_messages():
     rec = Recorder(gated=True)
 
     async def main():
-        with DynamicBatcher(rec, max_batch_size=1, max_queue_size=1) as b:
+        with DynamicBatcher(
+            rec, max_batch_size=1, default_queue_policy=QueuePolicy(max_queue_size=1)
+        ) as b:
             first = asyncio.ensure_future(b.infer(req(0)))
             await asyncio.to_thread(rec.wait_started)
             waiting = asyncio.ensure_future(b.infer(req(1), timeout_us=20_000))
@@ -219,7 +221,8 @@ def test_queue_full_and_timeout_fail_with_tritons_messages():
 
 def test_default_timeout_applies_to_threads_too():
     rec = Recorder(gated=True)
-    with DynamicBatcher(rec, max_batch_size=1, default_timeout_us=20_000) as b:
+    policy = QueuePolicy(default_timeout_us=20_000)
+    with DynamicBatcher(rec, max_batch_size=1, default_queue_policy=policy) as b:
         t = threading.Thread(target=b.infer_sync, args=(req(0),))
         t.start()
         rec.wait_started()
@@ -227,6 +230,87 @@ def test_default_timeout_applies_to_threads_too():
             b.infer_sync(req(1))
         rec.release()
         t.join(10)
+
+
+async def counted(batcher: DynamicBatcher, key: str, n: int) -> None:
+    """Yield to the loop until the batcher's ``key`` counter reaches ``n`` (bounded)."""
+    deadline = time.monotonic() + 10
+    while batcher.stats()[key] < n:
+        assert time.monotonic() < deadline, f"{key} never reached {n}: {batcher.stats()}"
+        await asyncio.sleep(0)
+
+
+def test_a_timed_out_delay_request_runs_after_its_level_and_before_lower_levels():
+    rec = Recorder(gated=True)
+    delay = QueuePolicy(timeout_action="DELAY")
+
+    async def main():
+        with DynamicBatcher(
+            rec,
+            max_batch_size=1,
+            priority_levels=2,
+            default_queue_policy=delay,
+            priority_queue_policy={1: delay},
+        ) as b:
+            first = asyncio.ensure_future(b.infer(req(0)))
+            await asyncio.to_thread(rec.wait_started)
+            low = asyncio.ensure_future(b.infer(req(1), priority=2))
+            late = asyncio.ensure_future(b.infer(req(2), priority=1, timeout_us=1000))
+            await counted(b, "delayed", 1)
+            high = asyncio.ensure_future(b.infer(req(3), priority=1))
+            await queued(b, 3)
+            rec.release(4)
+            outs = await asyncio.gather(first, low, late, high)
+            assert [o["y"][0, 0] for o in outs] == [0, 2, 4, 6], "every request ran"
+            assert (b.stats()["timeout"], b.stats()["delayed"]) == (0, 1)
+        assert rec.batches == [[0], [3], [2], [1]]
+
+    run(main())
+
+
+def test_each_level_queues_under_its_own_policy():
+    rec = Recorder(gated=True)
+
+    async def main():
+        with DynamicBatcher(
+            rec,
+            max_batch_size=1,
+            priority_levels=2,
+            default_queue_policy=QueuePolicy(max_queue_size=2),
+            priority_queue_policy={1: QueuePolicy(max_queue_size=1, default_timeout_us=1000)},
+        ) as b:
+            first = asyncio.ensure_future(b.infer(req(0)))
+            await asyncio.to_thread(rec.wait_started)
+            kept = [asyncio.ensure_future(b.infer(req(t))) for t in (1, 2)]
+            await queued(b, 2)
+            with pytest.raises(QueueFullError, match="Exceeds maximum queue size"):
+                await b.infer(req(3))
+            # Level 1 has room for one, and its own 1 ms timeout rejects it.
+            with pytest.raises(RequestTimeoutError, match="Request timeout expired"):
+                await b.infer(req(4), priority=1)
+            rec.release(3)
+            await asyncio.gather(first, *kept)
+        assert rec.batches == [[0], [1], [2]]
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"priority_queue_policy": {3: QueuePolicy()}}, "priority level 3 is out of range"),
+        ({"priority_queue_policy": {0: QueuePolicy()}}, "priority level 0 is out of range"),
+        (
+            {"default_queue_policy": QueuePolicy(timeout_action="LATER")},  # type: ignore[arg-type]
+            "timeout_action must be REJECT or DELAY",
+        ),
+        ({"default_queue_policy": QueuePolicy(max_queue_size=-1)}, "max_queue_size"),
+        ({"priority_queue_policy": {1: QueuePolicy(default_timeout_us=-1)}}, "default_timeout_us"),
+    ],
+)
+def test_bad_queue_policies_are_refused(kwargs, message):
+    with pytest.raises(InvalidArgumentError, match=message):
+        DynamicBatcher(Recorder(), max_batch_size=4, priority_levels=2, **kwargs)
 
 
 def test_cancelled_task_leaves_the_queue():

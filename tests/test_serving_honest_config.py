@@ -75,14 +75,14 @@ def assert_serving(server: ServerProcess, value: float = 1.0) -> None:
         ({"sequence_batching": {}}, "sequence_batching", "stateful sequence models"),
         ({"ensemble_scheduling": {"step": []}}, "ensemble_scheduling", "ensembles"),
         (
-            {"dynamic_batching": {"priority_levels": 2, "priority_queue_policy": {"1": {}}}},
+            {"dynamic_batching": {"priority_levels": 2, "priority_queue_policy": {"3": {}}}},
             "dynamic_batching.priority_queue_policy",
-            "per-level queue policies",
+            "priority level 3, outside 1..priority_levels (2)",
         ),
         (
-            {"dynamic_batching": {"default_queue_policy": {"timeout_action": "DELAY"}}},
-            "dynamic_batching.default_queue_policy.timeout_action",
-            "DELAY is not supported",
+            {"dynamic_batching": {"priority_queue_policy": {"1": {}}}},
+            "dynamic_batching.priority_queue_policy",
+            "priority level 1, outside 1..priority_levels (0)",
         ),
         ({"optimization": {"priority": "PRIORITY_MAX"}}, "optimization", "optimization"),
         ({"parameters": {"k": {"string_value": "v"}}}, "parameters", "backend parameters"),
@@ -137,6 +137,21 @@ def test_kind_cpu_with_count_is_served(server):
     status, _ = load(server, "adder", instance_group=[{"kind": "KIND_CPU", "count": 3}])
     assert status == 200
     assert_serving(server)
+
+
+def test_priority_queue_policy_and_delay_are_accepted(server):
+    # Their semantics are tested in test_serving_queue_policy.py.
+    policy = {"timeout_action": "DELAY", "default_timeout_microseconds": 1000}
+    batching = {
+        "priority_levels": 2,
+        "default_queue_policy": policy,
+        "priority_queue_policy": {"1": {**policy, "max_queue_size": 4}},
+    }
+    status, body = load(server, "adder", dynamic_batching=batching)
+    assert status == 200, body
+    assert_serving(server)
+    _, config = http_call(server, "GET", "/v2/models/adder/config")
+    assert config["dynamic_batching"]["priority_queue_policy"]["1"]["max_queue_size"] == 4
 
 
 def _warmup(name: str, source: dict[str, Any], batch_size: int = 2, count: int = 0) -> dict:

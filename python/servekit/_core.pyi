@@ -102,8 +102,8 @@ class Batcher:
         max_batch_size: int,
         max_queue_delay_us: int,
         preferred_batch_sizes: list[int],
-        max_queue_size: int,
-        default_timeout_us: int,
+        default_queue_policy: tuple[int, int, bool, str],
+        priority_queue_policy: list[tuple[int, tuple[int, int, bool, str]]],
         priority_levels: int,
         instances: int,
     ) -> None: ...

@@ -121,6 +121,25 @@ impl<E: Executor> Shared<E> {
         self.exec.complete(done);
     }
 
+    /// Apply the queue timeouts due at `now` (the lock is released while REJECT requests are
+    /// failed); returns whether any was rejected (the queue may have changed meanwhile) and the
+    /// lock again.
+    fn expire<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State<E::Payload>>,
+        now: Instant,
+    ) -> (bool, MutexGuard<'a, State<E::Payload>>) {
+        let expired = st.queue.expire(now);
+        st.stats.delayed += expired.delayed as u64;
+        if expired.rejected.is_empty() {
+            return (false, st);
+        }
+        st.stats.timeout += expired.rejected.len() as u64;
+        drop(st);
+        self.fail_all(expired.rejected, || CoreError::Timeout(TIMEOUT.into()));
+        (true, self.lock())
+    }
+
     fn thread_exit(&self, mut st: MutexGuard<'_, State<E::Payload>>) {
         st.live -= 1;
         drop(st);
@@ -143,12 +162,9 @@ impl<E: Executor> Shared<E> {
             let batch = loop {
                 st.leader_signalled = false;
                 let now = Instant::now();
-                let expired = st.queue.expire(now);
-                if !expired.is_empty() {
-                    st.stats.timeout += expired.len() as u64;
-                    drop(st);
-                    self.fail_all(expired, || CoreError::Timeout(TIMEOUT.into()));
-                    st = self.lock();
+                let (rejected, next) = self.expire(st, now);
+                st = next;
+                if rejected {
                     continue;
                 }
                 match st.queue.decide(&self.cfg, now, st.closing) {
@@ -237,8 +253,8 @@ impl<E: Executor> Shared<E> {
         self.exec.complete(done);
     }
 
-    /// Body of the timer thread: fail queued requests when their deadline passes, even while
-    /// every instance is busy.
+    /// Body of the timer thread: apply queue timeouts when their deadline passes (fail REJECT
+    /// requests, move DELAY ones behind their level), even while every instance is busy.
     fn timer(&self) {
         let mut st = self.lock();
         loop {
@@ -246,12 +262,9 @@ impl<E: Executor> Shared<E> {
                 return self.thread_exit(st);
             }
             let now = Instant::now();
-            let expired = st.queue.expire(now);
-            if !expired.is_empty() {
-                st.stats.timeout += expired.len() as u64;
-                drop(st);
-                self.fail_all(expired, || CoreError::Timeout(TIMEOUT.into()));
-                st = self.lock();
+            let (rejected, next) = self.expire(st, now);
+            st = next;
+            if rejected {
                 continue;
             }
             st.timer_deadline = st.queue.next_deadline();
@@ -275,7 +288,7 @@ impl<E: Executor> Batcher<E> {
         cfg.validate()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                queue: Queue::new(cfg.priority_levels),
+                queue: Queue::new(&cfg),
                 leader: false,
                 leader_signalled: false,
                 closing: false,
@@ -331,10 +344,11 @@ impl<E: Executor> Batcher<E> {
         &self.shared.exec
     }
 
-    /// Queue a request. `priority` 0 means the default level; `timeout` `None` uses the default
-    /// timeout and zero means none. Returns the request id (for [`Batcher::cancel`]). Fails
-    /// with InvalidArgument (rows, priority), Unavailable (closed) or QueueFull; the payload is
-    /// dropped on failure.
+    /// Queue a request. `priority` 0 means the default level; `timeout` is the request's own
+    /// queue timeout (`None` or zero: none asked), applied under its level's policy
+    /// ([`super::QueuePolicy::timeout`]). Returns the request id (for [`Batcher::cancel`]). Fails with
+    /// InvalidArgument (rows, priority), Unavailable (closed) or QueueFull (its level holds its
+    /// policy's `max_queue_size`); the payload is dropped on failure.
     pub fn submit(
         &self,
         payload: E::Payload,
@@ -350,21 +364,19 @@ impl<E: Executor> Batcher<E> {
             )));
         }
         let level = s.cfg.level(priority)?;
+        let policy = s.cfg.policy(level);
         let now = Instant::now();
-        let deadline = match timeout.or(s.cfg.default_timeout) {
-            Some(t) if !t.is_zero() => Some(now + t),
-            _ => None,
-        };
+        let deadline = policy.timeout(timeout).map(|t| now + t);
         let id = s.next_id.fetch_add(1, Ordering::Relaxed);
         let mut st = s.lock();
         if st.closing {
             return Err(CoreError::Unavailable("the batcher is closed".into()));
         }
-        if s.cfg.max_queue_size > 0 && st.queue.len() >= s.cfg.max_queue_size {
+        if st.queue.is_full(level) {
             st.stats.queue_full += 1;
             return Err(CoreError::QueueFull(format!(
                 "{QUEUE_FULL} ({} requests queued)",
-                s.cfg.max_queue_size
+                policy.max_queue_size
             )));
         }
         st.queue.push(

@@ -27,8 +27,11 @@ pub struct Stats {
     pub fail: u64,
     /// Requests refused because the queue was full.
     pub queue_full: u64,
-    /// Requests that expired in the queue.
+    /// Requests that expired in the queue and were rejected (timeout action REJECT).
     pub timeout: u64,
+    /// Requests that expired in the queue and were moved behind their level (DELAY); they
+    /// still run.
+    pub delayed: u64,
     /// Requests removed from the queue by their caller.
     pub cancelled: u64,
     /// Rows run through the model.

@@ -143,7 +143,7 @@ fn failing_batch_fails_only_its_requests() {
 #[test]
 fn queue_full_and_oversized_requests_are_refused() {
     let mut cfg = Config::new(4);
-    cfg.max_queue_size = 1;
+    cfg.default_policy.max_queue_size = 1;
     cfg.max_queue_delay = Duration::from_secs(10);
     let (b, _rx, _) = start(cfg, false);
     assert!(matches!(
@@ -273,4 +273,161 @@ fn many_threads_get_their_own_results() {
     }
     assert_eq!(seen, 2000);
     assert_eq!(b.stats().inference_count, 2000);
+}
+
+/// Wait (bounded) until `cond` holds on the batcher's stats.
+fn wait_for(b: &Batcher<Recorder>, what: &str, cond: impl Fn(&Stats) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond(&b.stats()) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::yield_now();
+    }
+}
+
+fn delay_policy() -> QueuePolicy {
+    QueuePolicy {
+        timeout_action: TimeoutAction::Delay,
+        ..QueuePolicy::default()
+    }
+}
+
+#[test]
+fn a_timed_out_delay_request_still_runs_after_the_others() {
+    let mut cfg = Config::new(1);
+    cfg.default_policy = delay_policy();
+    let (b, rx, gate) = start(cfg, true);
+    let gate = gate.unwrap();
+    b.submit(Req(1, 1, 0), 0, None).unwrap();
+    wait_for(&b, "the first batch to start", |s| s.queued == 0);
+    b.submit(Req(2, 1, 0), 0, Some(Duration::from_millis(1)))
+        .unwrap();
+    wait_for(&b, "request 2 to time out", |s| s.delayed == 1);
+    b.submit(Req(3, 1, 0), 0, None).unwrap();
+    for _ in 0..3 {
+        gate.send(()).unwrap();
+    }
+    let order: Vec<(u32, u32)> = (0..3)
+        .map(|_| recv(&rx))
+        .map(|(t, r, _)| (t, r.unwrap()))
+        .collect();
+    assert_eq!(order, vec![(1, 1), (3, 3), (2, 2)]);
+    assert_eq!(batches(&b), vec![vec![1], vec![3], vec![2]]);
+    let s = b.stats();
+    assert_eq!((s.timeout, s.delayed, s.success), (0, 1, 3));
+}
+
+#[test]
+fn a_delayed_request_of_a_higher_level_runs_before_lower_levels() {
+    let mut cfg = Config::new(1);
+    cfg.priority_levels = 2;
+    cfg.level_policies.insert(1, delay_policy());
+    let (b, rx, gate) = start(cfg, true);
+    let gate = gate.unwrap();
+    b.submit(Req(1, 1, 0), 0, None).unwrap();
+    wait_for(&b, "the first batch to start", |s| s.queued == 0);
+    b.submit(Req(2, 1, 0), 2, None).unwrap();
+    b.submit(Req(3, 1, 0), 1, Some(Duration::from_millis(1)))
+        .unwrap();
+    wait_for(&b, "request 3 to time out", |s| s.delayed == 1);
+    for _ in 0..3 {
+        gate.send(()).unwrap();
+    }
+    for _ in 0..3 {
+        assert!(recv(&rx).1.is_ok());
+    }
+    assert_eq!(batches(&b), vec![vec![1], vec![3], vec![2]]);
+}
+
+#[test]
+fn each_level_is_bounded_by_its_own_max_queue_size() {
+    let mut cfg = Config::new(1);
+    cfg.priority_levels = 2;
+    cfg.default_policy.max_queue_size = 2;
+    cfg.level_policies.insert(
+        1,
+        QueuePolicy {
+            max_queue_size: 1,
+            ..QueuePolicy::default()
+        },
+    );
+    let (b, rx, gate) = start(cfg, true);
+    let gate = gate.unwrap();
+    b.submit(Req(1, 1, 0), 2, None).unwrap();
+    wait_for(&b, "the first batch to start", |s| s.queued == 0);
+    b.submit(Req(2, 1, 0), 1, None).unwrap();
+    let full = b.submit(Req(3, 1, 0), 1, None).unwrap_err();
+    assert!(matches!(full, CoreError::QueueFull(_)));
+    assert!(full.to_string().contains("(1 requests queued)"), "{full}");
+    // Level 2 still takes requests up to its own bound.
+    b.submit(Req(4, 1, 0), 0, None).unwrap();
+    b.submit(Req(5, 1, 0), 2, None).unwrap();
+    let full = b.submit(Req(6, 1, 0), 2, None).unwrap_err();
+    assert!(full.to_string().contains("(2 requests queued)"), "{full}");
+    for _ in 0..4 {
+        gate.send(()).unwrap();
+    }
+    let done: Vec<u32> = (0..4).map(|_| recv(&rx)).map(|(t, _, _)| t).collect();
+    assert_eq!(done, vec![1, 2, 4, 5]);
+    let s = b.stats();
+    assert_eq!((s.queue_full, s.success), (2, 4));
+}
+
+#[test]
+fn each_level_has_its_own_default_timeout() {
+    let mut cfg = Config::new(1);
+    cfg.priority_levels = 2;
+    cfg.level_policies.insert(
+        1,
+        QueuePolicy {
+            default_timeout: Some(Duration::from_millis(1)),
+            ..QueuePolicy::default()
+        },
+    );
+    let (b, rx, gate) = start(cfg, true);
+    let gate = gate.unwrap();
+    b.submit(Req(1, 1, 0), 2, None).unwrap();
+    wait_for(&b, "the first batch to start", |s| s.queued == 0);
+    b.submit(Req(2, 1, 0), 1, None).unwrap();
+    b.submit(Req(3, 1, 0), 2, None).unwrap();
+    let (t, r, _) = recv(&rx);
+    assert_eq!(t, 2);
+    assert!(matches!(r, Err(CoreError::Timeout(_))));
+    gate.send(()).unwrap();
+    gate.send(()).unwrap();
+    assert_eq!(recv(&rx).0, 1);
+    let (t, r, _) = recv(&rx);
+    assert_eq!((t, r.unwrap()), (3, 3), "level 2 has no timeout");
+    assert_eq!(b.stats().timeout, 1);
+}
+
+#[test]
+fn a_request_may_only_shorten_a_default_timeout_it_is_allowed_to_override() {
+    let mut cfg = Config::new(1);
+    cfg.priority_levels = 2;
+    cfg.default_policy.default_timeout = Some(Duration::from_secs(60));
+    cfg.level_policies.insert(
+        1,
+        QueuePolicy {
+            default_timeout: Some(Duration::from_secs(60)),
+            allow_timeout_override: true,
+            ..QueuePolicy::default()
+        },
+    );
+    let (b, rx, gate) = start(cfg, true);
+    let gate = gate.unwrap();
+    b.submit(Req(1, 1, 0), 2, None).unwrap();
+    wait_for(&b, "the first batch to start", |s| s.queued == 0);
+    // Level 2 ignores the request's 1 ms; level 1 allows it and rejects the request.
+    b.submit(Req(2, 1, 0), 2, Some(Duration::from_millis(1)))
+        .unwrap();
+    b.submit(Req(3, 1, 0), 1, Some(Duration::from_millis(1)))
+        .unwrap();
+    let (t, r, _) = recv(&rx);
+    assert_eq!(t, 3);
+    assert!(matches!(r, Err(CoreError::Timeout(_))));
+    gate.send(()).unwrap();
+    gate.send(()).unwrap();
+    assert_eq!(recv(&rx).0, 1);
+    let (t, r, _) = recv(&rx);
+    assert_eq!((t, r.unwrap()), (2, 2));
 }

@@ -8,7 +8,9 @@
 //! delivering needs no second attach here.
 
 use crate::batching::tensor::{self, DType, Tensor};
-use crate::batching::{Batcher, Config, Done, Executor, Mailbox, Payload, Timing};
+use crate::batching::{
+    Batcher, Config, Done, Executor, Mailbox, Payload, QueuePolicy, TimeoutAction, Timing,
+};
 use crate::error::{CoreError, CoreResult};
 use numpy::npyffi::{self, NpyTypes, NPY_ARRAY_WRITEABLE, PY_ARRAY_API};
 use numpy::{PyArray1, PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
@@ -609,6 +611,23 @@ fn micros(what: &str, v: Option<i64>) -> CoreResult<Option<Duration>> {
     }
 }
 
+fn count(what: &str, v: i64) -> CoreResult<usize> {
+    usize::try_from(v).map_err(|_| CoreError::invalid(format!("{what} must be >= 0, got {v}")))
+}
+
+/// A queue policy as Python passes it: `(max_queue_size, default_timeout_us,
+/// allow_timeout_override, timeout_action)`.
+type PolicyArgs = (i64, i64, bool, String);
+
+fn queue_policy((size, timeout_us, allow_override, action): PolicyArgs) -> CoreResult<QueuePolicy> {
+    Ok(QueuePolicy {
+        max_queue_size: count("max_queue_size", size)?,
+        default_timeout: micros("default_timeout_us", Some(timeout_us))?.filter(|d| !d.is_zero()),
+        allow_timeout_override: allow_override,
+        timeout_action: TimeoutAction::from_name(&action)?,
+    })
+}
+
 fn priority(p: i64) -> CoreResult<u32> {
     u32::try_from(p).map_err(|_| {
         CoreError::invalid(format!(
@@ -952,22 +971,18 @@ struct PyBatcher {
 #[pymethods]
 impl PyBatcher {
     #[new]
-    #[pyo3(signature = (run, *, max_batch_size, max_queue_delay_us, preferred_batch_sizes, max_queue_size, default_timeout_us, priority_levels, instances))]
+    #[pyo3(signature = (run, *, max_batch_size, max_queue_delay_us, preferred_batch_sizes, default_queue_policy, priority_queue_policy, priority_levels, instances))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         run: Py<PyAny>,
         max_batch_size: i64,
         max_queue_delay_us: i64,
         preferred_batch_sizes: Vec<i64>,
-        max_queue_size: i64,
-        default_timeout_us: i64,
+        default_queue_policy: PolicyArgs,
+        priority_queue_policy: Vec<(i64, PolicyArgs)>,
         priority_levels: i64,
         instances: i64,
     ) -> PyResult<Self> {
-        let count = |what: &str, v: i64| -> CoreResult<usize> {
-            usize::try_from(v)
-                .map_err(|_| CoreError::invalid(format!("{what} must be >= 0, got {v}")))
-        };
         let cfg = Config {
             max_batch_size: count("max_batch_size", max_batch_size)?,
             max_queue_delay: micros("max_queue_delay_us", Some(max_queue_delay_us))?
@@ -976,9 +991,11 @@ impl PyBatcher {
                 .into_iter()
                 .map(|p| count("a preferred batch size", p))
                 .collect::<CoreResult<_>>()?,
-            max_queue_size: count("max_queue_size", max_queue_size)?,
-            default_timeout: micros("default_timeout_us", Some(default_timeout_us))?
-                .filter(|d| !d.is_zero()),
+            default_policy: queue_policy(default_queue_policy)?,
+            level_policies: priority_queue_policy
+                .into_iter()
+                .map(|(level, p)| Ok((count("a priority level", level)?, queue_policy(p)?)))
+                .collect::<CoreResult<_>>()?,
             priority_levels: count("priority_levels", priority_levels)?,
             instances: count("instances", instances)?,
         };
@@ -1079,6 +1096,7 @@ impl PyBatcher {
             ("fail", s.fail),
             ("queue_full", s.queue_full),
             ("timeout", s.timeout),
+            ("delayed", s.delayed),
             ("cancelled", s.cancelled),
             ("inference_count", s.inference_count),
             ("execution_count", s.execution_count),

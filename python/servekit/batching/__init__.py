@@ -5,5 +5,6 @@ Rust; see :class:`DynamicBatcher`.
 """
 
 from servekit.batching.batcher import DynamicBatcher, RequestTiming, Runner
+from servekit.batching.policy import QueuePolicy, TimeoutAction
 
-__all__ = ["DynamicBatcher", "RequestTiming", "Runner"]
+__all__ = ["DynamicBatcher", "QueuePolicy", "RequestTiming", "Runner", "TimeoutAction"]

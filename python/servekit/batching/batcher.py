@@ -11,6 +11,7 @@ from typing import Any, Literal, NamedTuple, Protocol, overload
 import numpy as np
 
 from servekit import _core
+from servekit.batching.policy import QueuePolicy
 from servekit.errors import InvalidArgumentError
 
 Arrays = dict[str, np.ndarray]
@@ -42,14 +43,16 @@ class DynamicBatcher:
     ``max_batch_size`` or one of ``preferred_batch_sizes``, when the next request would not fit
     or has different inputs, dtypes or non-batch dimensions (those are never batched together),
     or when its oldest request has waited ``max_queue_delay_us``; with a delay of 0 whatever is
-    queued leaves as soon as one of the ``instances`` is free. ``max_queue_size`` (0: no limit)
-    bounds the queue; ``default_timeout_us`` (0: none) fails requests still queued after that
-    long. Priority 1 is served first; requests without a priority use the last level,
-    ``priority_levels``.
+    queued leaves as soon as one of the ``instances`` is free. Priority 1 is served first;
+    requests without a priority use the last level, ``priority_levels``. Each level queues
+    under its own :class:`QueuePolicy`: ``priority_queue_policy`` maps levels to policies,
+    and every other level uses ``default_queue_policy`` (default: no bound, no timeout,
+    REJECT).
 
     Each instance is a thread that calls ``runner.run`` with the interpreter attached only for
     that call, so runners that release it (ONNX Runtime) overlap. Raises InvalidArgumentError
-    for a bad setting or a runner without ``run``.
+    for a bad setting (a policy for a level outside 1..priority_levels, a negative size or
+    timeout, an unknown timeout action) or a runner without ``run``.
     """
 
     def __init__(
@@ -59,8 +62,8 @@ class DynamicBatcher:
         max_batch_size: int,
         max_queue_delay_us: int = 0,
         preferred_batch_sizes: tuple[int, ...] | list[int] = (),
-        max_queue_size: int = 0,
-        default_timeout_us: int = 0,
+        default_queue_policy: QueuePolicy | None = None,
+        priority_queue_policy: Mapping[int, QueuePolicy] | None = None,
         priority_levels: int = 1,
         instances: int = 1,
     ) -> None:
@@ -69,13 +72,14 @@ class DynamicBatcher:
             raise InvalidArgumentError(
                 f"runner must have a run(batch_inputs) method, got {type(runner).__name__}"
             )
+        levels = priority_queue_policy or {}
         self._core = _core.Batcher(
             run,
             max_batch_size=max_batch_size,
             max_queue_delay_us=max_queue_delay_us,
             preferred_batch_sizes=list(preferred_batch_sizes),
-            max_queue_size=max_queue_size,
-            default_timeout_us=default_timeout_us,
+            default_queue_policy=(default_queue_policy or QueuePolicy()).as_args(),
+            priority_queue_policy=[(level, p.as_args()) for level, p in levels.items()],
             priority_levels=priority_levels,
             instances=instances,
         )
@@ -131,8 +135,9 @@ class DynamicBatcher:
         of every output, and its RequestTiming when ``return_timing`` is set.
 
         The inputs are copied at once; the result resolves on the calling event loop. A
-        cancelled caller's request leaves the queue if it has not started. ``timeout_us``
-        overrides the default queue timeout (0: none). Raises InvalidArgumentError (bad inputs,
+        cancelled caller's request leaves the queue if it has not started. ``timeout_us`` is
+        the request's own queue timeout (None or 0: none), applied under its level's
+        :class:`QueuePolicy`. Raises InvalidArgumentError (bad inputs,
         too many rows, bad priority), QueueFullError ("Exceeds maximum queue size"),
         RequestTimeoutError ("Request timeout expired"), InferenceError (the runner failed,
         with its message) or UnavailableError (the batcher is closed).
@@ -176,7 +181,8 @@ class DynamicBatcher:
 
     def stats(self) -> dict[str, Any]:
         """Return the counters: ``success``, ``fail`` (model errors and requests failed by
-        close), ``queue_full``, ``timeout``, ``cancelled`` (requests); ``inference_count``
+        close), ``queue_full``, ``timeout`` (rejected on timeout), ``delayed`` (moved behind
+        their level on timeout, DELAY), ``cancelled`` (requests); ``inference_count``
         (rows run) and ``execution_count`` (batches run); ``queue_ns`` and ``compute_ns`` (sums
         over executed requests of their queue time and their batch's compute time, as Triton's
         statistics extension counts them); ``queued`` (waiting now); ``batch_sizes``:

@@ -186,6 +186,12 @@ def validate_config(config: ModelConfig) -> None:
                     f"{where}: preferred_batch_size {size} must be in 1..max_batch_size "
                     f"({config.max_batch_size})"
                 )
+        for level in sorted(db.priority_queue_policy):
+            if not 1 <= level <= db.priority_levels:
+                raise InvalidArgumentError(
+                    f"{where}: dynamic_batching.priority_queue_policy has a policy for priority "
+                    f"level {level}, outside 1..priority_levels ({db.priority_levels})"
+                )
     for group in config.instance_group:
         if group.count < 0:
             raise InvalidArgumentError(f"{where}: instance_group count {group.count} is negative")

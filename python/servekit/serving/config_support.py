@@ -6,8 +6,9 @@ Honoured (Triton semantics): ``name``, ``platform``, ``backend``, ``version_poli
 ``max_batch_size``, ``default_model_filename``; inputs and outputs (``name``, ``data_type``,
 ``dims``, ``reshape``, input ``optional``); ``dynamic_batching`` (``preferred_batch_size``,
 ``max_queue_delay_microseconds``, ``preserve_ordering``, ``priority_levels``,
-``default_priority_level``, ``default_queue_policy`` with ``max_queue_size``,
-``default_timeout_microseconds``, ``allow_timeout_override`` and ``timeout_action: REJECT``);
+``default_priority_level``, ``default_queue_policy`` and ``priority_queue_policy``, each
+policy with ``max_queue_size``, ``default_timeout_microseconds``, ``allow_timeout_override``
+and ``timeout_action`` REJECT or DELAY: see :class:`servekit.batching.QueuePolicy`);
 ``instance_group`` (``name``, ``count``, ``kind``, ``gpus``: see
 :func:`servekit.serving.config.instance_device`); ``model_warmup`` (see
 :mod:`servekit.serving.warmup`).
@@ -57,6 +58,9 @@ _FIELDS = {
     "dynamic_batching.default_queue_policy.max_queue_size",
     "dynamic_batching.default_queue_policy.default_timeout_microseconds",
     "dynamic_batching.default_queue_policy.allow_timeout_override",
+    "dynamic_batching.default_queue_policy.timeout_action",
+    # A map, judged as a whole: every ModelQueuePolicy field is honoured.
+    "dynamic_batching.priority_queue_policy",
     "instance_group",
     "instance_group.name",
     "instance_group.count",
@@ -69,10 +73,6 @@ _REASONS = {
     "sequence_batching": "stateful sequence models are not supported (servekit would serve "
     "the model as stateless)",
     "ensemble_scheduling": "ensembles are not supported",
-    "dynamic_batching.priority_queue_policy": "per-level queue policies are not supported "
-    "(use default_queue_policy, which applies to every level)",
-    "dynamic_batching.default_queue_policy.timeout_action": "timeout_action DELAY is not "
-    "supported (REJECT, the default, is)",
     "optimization": "execution accelerators and optimization settings are not supported",
     "parameters": "backend parameters are not supported",
 }

@@ -3,8 +3,8 @@
 Scheduling follows Triton: a model without ``dynamic_batching`` runs each request on its own
 (up to ``instance_group`` count requests at once, each on a worker thread so the event loop stays
 free); a model with it goes through servekit's Rust dynamic batcher, configured from the
-``dynamic_batching`` block (preferred sizes, max queue delay, default queue policy, priority
-levels) with one batcher instance per model instance.
+``dynamic_batching`` block (preferred sizes, max queue delay, priority levels, the default
+queue policy and per-level ones) with one batcher instance per model instance.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from tritonclient.grpc import model_config_pb2 as mc
 
-from servekit.batching import DynamicBatcher
+from servekit.batching import DynamicBatcher, QueuePolicy
 from servekit.errors import (
     InvalidArgumentError,
     QueueFullError,
@@ -35,8 +36,9 @@ if TYPE_CHECKING:
 
 _now = time.perf_counter_ns
 
-#: The batcher queue bound of a model whose dynamic_batching sets no max_queue_size (Triton's
-#: 0, unlimited): past it a request is refused at once with "Exceeds maximum queue size".
+#: The batcher queue bound of a priority level whose queue policy sets no max_queue_size
+#: (Triton's 0, unlimited): past it a request is refused at once with "Exceeds maximum queue
+#: size".
 DEFAULT_MAX_QUEUE_SIZE = 1024
 
 
@@ -70,8 +72,9 @@ class ServedModel:
     """
 
     def __init__(self, name: str, version: int, config: ModelConfig, runner: Runner) -> None:
-        """Wrap ``runner`` under ``config`` (an unset dynamic_batching max_queue_size is set to
-        :data:`DEFAULT_MAX_QUEUE_SIZE` in it); raises InvalidArgumentError for a bad config."""
+        """Wrap ``runner`` under ``config`` (an unset max_queue_size of a dynamic_batching queue
+        policy is set to :data:`DEFAULT_MAX_QUEUE_SIZE` in it); raises InvalidArgumentError for
+        a bad config."""
         self.name = name
         self.version = version
         self.config = config
@@ -94,23 +97,20 @@ class ServedModel:
         self._batcher: DynamicBatcher | None = None
         if config.HasField("dynamic_batching"):
             db = config.dynamic_batching
-            policy = db.default_queue_policy
-            if policy.max_queue_size == 0:
-                # Triton's 0 is "unlimited": servekit bounds it, and the config says so.
-                policy.max_queue_size = DEFAULT_MAX_QUEUE_SIZE
             self._batcher = DynamicBatcher(
                 self._runner,
                 max_batch_size=config.max_batch_size,
                 max_queue_delay_us=db.max_queue_delay_microseconds,
                 preferred_batch_sizes=list(db.preferred_batch_size),
-                max_queue_size=policy.max_queue_size,
-                default_timeout_us=policy.default_timeout_microseconds,
+                default_queue_policy=_queue_policy(db.default_queue_policy),
+                priority_queue_policy={
+                    level: _queue_policy(policy)
+                    for level, policy in db.priority_queue_policy.items()
+                },
                 priority_levels=max(db.priority_levels, 1),
                 instances=self.instances,
             )
             self._default_priority = db.default_priority_level or None
-            self._default_timeout_us = policy.default_timeout_microseconds
-            self._timeout_override = policy.allow_timeout_override
         else:
             self._executor = ThreadPoolExecutor(
                 self.instances, thread_name_prefix=f"servekit-{name}-{version}"
@@ -204,7 +204,7 @@ class ServedModel:
                 outputs, timing = await self._batcher.infer(
                     inputs,
                     priority=request.priority or self._default_priority,
-                    timeout_us=self._timeout(request.timeout_us),
+                    timeout_us=request.timeout_us,
                     return_timing=True,
                 )
                 queue_ns, compute_ns = timing.queue_ns, timing.compute_ns
@@ -228,14 +228,6 @@ class ServedModel:
         if probe is not None:
             probe.observe(request.inputs, outputs, total_ns, queue_ns, compute_ns)
         return outputs
-
-    def _timeout(self, requested: int | None) -> int | None:
-        # Triton: a request may shorten the default queue timeout only when the policy allows
-        # overrides; without a default, the request's own timeout applies.
-        default = self._default_timeout_us
-        if not requested or (default and not self._timeout_override):
-            return None
-        return min(requested, default) if default else requested
 
     def _run(
         self, inputs: dict[str, np.ndarray], enqueued: int, timeout_us: int | None
@@ -261,6 +253,20 @@ class ServedModel:
             await asyncio.to_thread(self._batcher.close, drain=not abort, timeout_s=timeout_s)
         if self._executor is not None:
             await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=abort)
+
+
+def _queue_policy(policy: mc.ModelQueuePolicy) -> QueuePolicy:
+    """The batcher's form of a config's queue policy. An unset ``max_queue_size`` (Triton's 0,
+    unlimited) becomes :data:`DEFAULT_MAX_QUEUE_SIZE`, set in ``policy`` too so the served
+    config says so."""
+    if policy.max_queue_size == 0:
+        policy.max_queue_size = DEFAULT_MAX_QUEUE_SIZE
+    return QueuePolicy(
+        max_queue_size=policy.max_queue_size,
+        default_timeout_us=policy.default_timeout_microseconds,
+        allow_timeout_override=policy.allow_timeout_override,
+        timeout_action="DELAY" if policy.timeout_action == policy.DELAY else "REJECT",
+    )
 
 
 def _failure_reason(exc: ServekitError) -> str:
