@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -184,6 +185,41 @@ def test_a_slow_shadow_is_compared_after_production_answered(registry):
         assert server.stop() == 0
     assert (c["requests"], c["errors"], c["agreement"]) == (12, 0, 1.0)
     assert c["outputs"]["probabilities"]["abs_error"]["max"] == 0.0
+
+
+SCHED_IDLE = 5  # the policy number in /proc/PID/task/TID/stat (field 41)
+
+
+def idle_threads(pid: int) -> list[str]:
+    """The names of ``pid``'s threads in the SCHED_IDLE class."""
+    names = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # the thread ended
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[38]) == SCHED_IDLE:
+            names.append(stat.split("(", 1)[1].rsplit(")", 1)[0])
+    return names
+
+
+def test_only_the_shadows_execution_threads_run_on_idle_cpu_time(registry):
+    for args, expected in ((["--shadow", "digits@weak"], 1), (["--canary", "digits@weak=0.5"], 0)):
+        server = serve(registry, *args)
+        try:
+            with client_of(server) as client:
+                for i in range(20):
+                    r = client.post(
+                        "/v2/models/digits/infer", json=infer_body(X[i : i + 1], f"t{i}")
+                    )
+                    assert r.status_code == 200
+                if expected:
+                    settled(client, 20)
+                idle = idle_threads(server.proc.pid)
+        finally:
+            assert server.stop() == 0
+        # One instance of the shadow; production's instance and the event loop keep theirs.
+        assert len(idle) == expected, (args, idle)
 
 
 def test_the_bounded_shadow_queue_drops_and_counts_under_overload(registry):

@@ -129,6 +129,8 @@ class Candidate:
     def __init__(self, spec: CandidateSpec, model: ServedModel, queue_size: int) -> None:
         self.spec = spec
         self.model = model
+        if spec.role == SHADOW:  # a copy must never take CPU time production wants
+            model.run_in_background()
         self.queue_size = queue_size
         self.figures = Comparison()
         #: The production version the figures compare with (None until a request came).

@@ -10,6 +10,9 @@ queue policy and per-level ones) with one batcher instance per model instance.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from servekit.serving.telemetry import ModelProbe
 
 _now = time.perf_counter_ns
+log = logging.getLogger(__name__)
 
 #: The batcher queue bound of a priority level whose queue policy sets no max_queue_size
 #: (Triton's 0, unlimited): past it a request is refused at once with "Exceeds maximum queue
@@ -43,14 +47,34 @@ DEFAULT_MAX_QUEUE_SIZE = 1024
 
 
 class _TimedRunner:
-    """Wraps a runner to record each execution (batch size, compute time) in the stats."""
+    """Wraps a runner to record each execution (batch size, compute time) in the stats.
+
+    ``background``: run on CPU time nobody else wants. The model's own execution threads (its
+    batcher's instances or its thread pool, never shared with another model) move to Linux's
+    SCHED_IDLE class on their first batch, so a shadow copy's compute never delays
+    production's; under load its queue fills and copies are dropped and counted instead.
+    ONNX Runtime's intra-op threads beyond the calling one keep their priority.
+    """
 
     def __init__(self, runner: Runner, stats: ModelStats, batched: bool) -> None:
         self._runner = runner
         self._stats = stats
         self._batched = batched
+        self.background = False
+        self._idle = threading.local()
+
+    def _yield_cpu(self) -> None:
+        if getattr(self._idle, "done", False):
+            return
+        self._idle.done = True
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: this thread
+        except (AttributeError, OSError) as exc:  # not Linux, or not permitted
+            log.warning("background model thread keeps its CPU priority: %s", exc)
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.background:
+            self._yield_cpu()
         rows = next(iter(inputs.values())).shape[0] if self._batched else 1
         start = _now()
         outputs = self._runner.run(inputs)
@@ -116,6 +140,11 @@ class ServedModel:
                 self.instances, thread_name_prefix=f"servekit-{name}-{version}"
             )
         self._closed = False
+
+    def run_in_background(self) -> None:
+        """Run this model's batches only on CPU time nobody else wants (a shadow's copies: see
+        ``_TimedRunner``)."""
+        self._runner.background = True
 
     def metadata(self) -> dict[str, Any]:
         """KServe v2 model metadata (inputs and outputs with full shapes)."""
