@@ -67,7 +67,9 @@ def warm_up(modules: Sequence[str], deadline_s: float = DEADLINE_S) -> None:
             for name in modules:  # meanwhile, in this process
                 importlib.import_module(name)
             reader.join(deadline_s)  # it returns at the listening line or the server's exit
-            listened = seen.is_set()
+            listened, exited = seen.is_set(), None
+            if not listened and not reader.is_alive():  # its output ended: it is exiting
+                exited = proc.wait(timeout=60)
         finally:
             # Killed, not drained: its imports are done, and Python writes each byte-code
             # file atomically (a temporary file renamed into place).
@@ -75,10 +77,12 @@ def warm_up(modules: Sequence[str], deadline_s: float = DEADLINE_S) -> None:
             proc.wait(timeout=60)
         if not listened:
             stderr.seek(0)
-            raise RuntimeError(
-                f"{' '.join(command)} did not listen within {deadline_s:.0f} s (exit status "
-                f"{proc.returncode}):\n{stderr.read()}"
+            what = (
+                f"exited with status {exited} before it listened"
+                if exited is not None
+                else f"did not listen within {deadline_s:.0f} s"
             )
+            raise RuntimeError(f"{' '.join(command)} {what}:\n{stderr.read()}")
 
 
 def main() -> None:
