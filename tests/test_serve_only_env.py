@@ -166,7 +166,7 @@ def test_package_says_which_extra_to_install(serve_venv, tmp_path):
     )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        "servekit: error: this command needs 'skops', which is not installed: "
+        "servekit: error: this command needs 'onnx', which is not installed: "
         "pip install 'servekit[package]'"
     ]
     assert not (tmp_path / "out").exists()
