@@ -179,9 +179,9 @@ def session_signature(session: Any, where: str = "ONNX model") -> Signature:
 
 def onnx_signature(model: str | os.PathLike[str] | Any) -> Signature:
     """Read the inputs and outputs of an ONNX graph (a file, or a model object with
-    ``SerializeToString`` such as ``onnx.ModelProto``) with ONNX Runtime, as Triton's ONNX
-    backend completes a configuration: a CPU session with graph optimizations off, which needs
-    neither the ``onnx`` package nor any optimization pass. See :func:`session_signature`.
+    ``SerializeToString`` such as ``onnx.ModelProto``, its weights inline) with ONNX Runtime, as
+    Triton's ONNX backend completes a configuration: a CPU session with graph optimizations
+    off, so serving needs no ``onnx`` package. See :func:`session_signature`.
 
     Raises InvalidArgumentError for a model ONNX Runtime cannot load and for a value with no
     KServe datatype; ModuleNotFoundError when onnxruntime is not installed.
