@@ -3,7 +3,9 @@
 Measures:
 - ``servekit containerize`` (context and wheelhouse written) and the image build with podman
   (``--network none``) of a packaged iris classifier;
-- the image's size against the base image alone (goal: the ONNX serve layer adds <= 200 MB);
+- the image's size against the base image alone (goal: the ONNX serve layer adds <= 200 MB),
+  and what the layer holds: the image's site-packages by top-level entry (dist-info and
+  ``.libs`` folders counted with their package) and its byte code;
 - container start to READY: ``podman run -d`` until ``GET /v2/health/ready`` answers 200;
 - ``servekit hash`` start-up with the lazy CLI against the eager baseline (every command's
   module imported first, as the CLI did before it loaded commands lazily), same run.
@@ -57,6 +59,37 @@ def timed(command: list[str], cwd: Path) -> float:
     return time.perf_counter() - start
 
 
+#: Run inside the image: bytes of site-packages per top-level package, and of byte code.
+BREAKDOWN = r"""
+import json, os, re, sys, sysconfig
+site = sysconfig.get_paths()["purelib"]
+sizes, pyc = {}, 0
+for entry in os.listdir(site):
+    top = re.sub(r"(-[^-]+\.dist-info|\.libs)$", "", entry).lower().replace("-", "_")
+    top = top.removesuffix(".py")
+    path = os.path.join(site, entry)
+    files = [path] if os.path.isfile(path) else [
+        os.path.join(d, f) for d, _, names in os.walk(path) for f in names]
+    for f in files:
+        size = os.lstat(f).st_size
+        sizes[top] = sizes.get(top, 0) + size
+        pyc += size if f.endswith(".pyc") else 0
+print(json.dumps({"site_packages": sizes, "byte_code": pyc}))
+"""
+
+
+def layer_breakdown(image: str) -> dict[str, object]:
+    """MB per top-level package in the image's site-packages (largest first) and of byte code."""
+    found = json.loads(podman("run", "--rm", "--entrypoint", "/opt/servekit/bin/python", image,
+                              "-c", BREAKDOWN))  # fmt: skip
+    packages = sorted(found["site_packages"].items(), key=lambda kv: -kv[1])
+    return {
+        "site_packages_mb": sum(found["site_packages"].values()) / 1e6,
+        "byte_code_mb": found["byte_code"] / 1e6,
+        "packages_mb": {name: round(size / 1e6, 1) for name, size in packages},
+    }
+
+
 def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -104,6 +137,7 @@ def main() -> None:
         try:
             size = json.loads(podman("image", "inspect", image))[0]["Size"]
             base = json.loads(podman("image", "inspect", args.base))[0]["Size"]
+            breakdown = layer_breakdown(image)
             ready = [start_to_ready(image) for _ in range(runs)]
         finally:  # the image and its build stage (left untagged by the build)
             podman("rmi", "-f", image)
@@ -123,6 +157,7 @@ def main() -> None:
         "base_mb": base / 1e6,
         "serve_layer_mb": (size - base) / 1e6,
         "serve_layer_goal_mb": 200,
+        "serve_layer": breakdown,
         "start_to_ready_s": summary(ready),
         "hash_startup_eager_s": summary(eager),
         "hash_startup_lazy_s": summary(lazy),
@@ -131,6 +166,9 @@ def main() -> None:
     print(f"containerize {context_s:.1f} s, build {build_s:.1f} s (first build of the context)")
     print(f"image {size / 1e6:.0f} MB, base {base / 1e6:.0f} MB: serve layer "
           f"{(size - base) / 1e6:.0f} MB (goal <= 200)")  # fmt: skip
+    top = ", ".join(f"{k} {v:.0f}" for k, v in list(breakdown["packages_mb"].items())[:8])
+    print(f"site-packages {breakdown['site_packages_mb']:.0f} MB (byte code "
+          f"{breakdown['byte_code_mb']:.1f} MB): {top} ...")  # fmt: skip
     r, e, la = summary(ready), summary(eager), summary(lazy)
     print(f"start to READY: median {r['median']:.2f} s ({r['min']:.2f}-{r['max']:.2f}), n={runs}")
     print(f"servekit hash start-up: lazy {la['median']:.2f} s ({la['min']:.2f}-{la['max']:.2f}) "

@@ -28,7 +28,12 @@ from sklearn.linear_model import LogisticRegression
 from servekit.packaging import package
 from servekit.registry import Registry
 
-SERVE_ONLY_ABSENT = {"torch", "scikit_learn", "matplotlib", "skl2onnx", "skops", "tqdm"}
+SERVE_ONLY_ABSENT = {
+    "torch", "scikit_learn", "matplotlib", "skl2onnx", "skops", "tqdm", "onnx", "tritonclient",
+    "ml_dtypes", "python_rapidjson",
+}  # fmt: skip
+#: The goal for what the ONNX serve layer adds to the base image (issue 16).
+SERVE_LAYER_GOAL_MB = 200
 
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 900):
@@ -80,6 +85,12 @@ def test_context_holds_a_containerfile_wheels_and_a_one_version_registry(iris, c
     assert text.count("FROM localhost/base:test") == 2
     assert "USER 65534:65534" in text and "EXPOSE 8000 8001" in text
     assert "pip install --no-index --find-links /wheels" in text
+    # No byte code at install, no tests/ directories; byte code for what the server imports.
+    assert "--no-compile" in text and "-path '*/site-packages/*/tests' -exec rm -rf" in text
+    assert (
+        "python -m servekit.containerize.precompile servekit.serving.registry_source onnxruntime\n"
+        in text
+    )
     health = next(line for line in text.splitlines() if line.lstrip().startswith("CMD"))
     assert "/opt/servekit/bin/python" in health and "/v2/health/ready" in health
     assert "curl" not in text
@@ -98,6 +109,15 @@ def test_context_holds_a_containerfile_wheels_and_a_one_version_registry(iris, c
     assert version.signature == source.signature and version.metrics == source.metrics
     assert version.source["containerized_from"] == "iris:1"
     assert (copied.artifact_path("iris:1") / "reference_profile.json").is_file()
+
+
+def test_the_torch_extra_is_byte_compiled_too(iris):
+    from servekit.containerize.context import containerfile
+
+    registry, _ = iris
+    text = containerfile(Registry(registry).get("iris:1"), "base:1", ("torch",), {})
+    assert "'servekit[serve,torch]==" in text
+    assert "precompile servekit.serving.registry_source onnxruntime torch\n" in text
 
 
 def test_wheelhouse_holds_servekit_and_only_serve_dependencies(context):
@@ -234,6 +254,7 @@ def wait_ready(url: str, container: str, deadline_s: float = 180) -> float:
 def test_image_builds_offline_serves_as_non_root_and_refuses_a_tampered_artifact(
     iris, base_image, tmp_path
 ):
+    import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
 
     registry, x = iris
@@ -259,8 +280,10 @@ def test_image_builds_offline_serves_as_non_root_and_refuses_a_tampered_artifact
         base_size = json.loads(podman("image", "inspect", base_image).stdout)[0]["Size"]
 
         start = time.monotonic()
-        podman("run", "-d", "--name", container, "-p", "127.0.0.1::8000", image)
+        podman("run", "-d", "--name", container, "-p", "127.0.0.1::8000", "-p", "127.0.0.1::8001",
+               image)  # fmt: skip
         host_port = podman("port", container, "8000").stdout.strip().rsplit(":", 1)[1]
+        grpc_port = podman("port", container, "8001").stdout.strip().rsplit(":", 1)[1]
         wait_ready(f"http://127.0.0.1:{host_port}", container)
         ready_s = time.monotonic() - start
 
@@ -283,6 +306,14 @@ def test_image_builds_offline_serves_as_non_root_and_refuses_a_tampered_artifact
         for name, want in expected.items():  # the server gives the label its [n, 1] dims
             np.testing.assert_array_equal(result.as_numpy(name).reshape(want.shape), want)
         client.close()
+        # gRPC too, on servekit's own copy of Triton's protos (no tritonclient in the image).
+        with grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}") as grpc_client:
+            grpc_input = grpcclient.InferInput("input", list(rows.shape), "FP32")
+            grpc_input.set_data_from_numpy(rows)
+            grpc_result = grpc_client.infer("iris", [grpc_input])
+            for name, want in expected.items():
+                got = grpc_result.as_numpy(name).reshape(want.shape)
+                np.testing.assert_array_equal(got, want)
 
         health = podman("healthcheck", "run", container, check=False)
         assert health.returncode == 0, health.stdout + health.stderr
@@ -309,6 +340,7 @@ def test_image_builds_offline_serves_as_non_root_and_refuses_a_tampered_artifact
         assert lines[0].startswith("servekit: error: --model iris:1:")
 
         size_mb = (info["Size"] - base_size) / 1e6
+        assert size_mb <= SERVE_LAYER_GOAL_MB, f"the serve layer adds {size_mb:.0f} MB"
         print(
             f"\ncontainerize+build {build_s:.1f} s; image {info['Size'] / 1e6:.0f} MB, base "
             f"{base_size / 1e6:.0f} MB: the serve layer adds {size_mb:.0f} MB; run to READY "

@@ -423,3 +423,22 @@ def test_packaging_imports_without_loading_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert proc.stdout.strip() == "False"
+
+
+def test_a_graph_onnx_runtime_cannot_load_fails_its_variant_not_the_package(tmp_path):
+    from onnx import TensorProto, helper
+
+    from servekit.errors import PackagingError
+    from servekit.packaging.export import graph_signature
+
+    # Valid ONNX that ONNX Runtime refuses: an operator of a domain it has no kernels for.
+    graph = helper.make_graph(
+        [helper.make_node("Mystery", ["x"], ["y"], domain="com.example")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets), tmp_path / "model.onnx")
+    with pytest.raises(PackagingError, match=r"cannot read ONNX model .*model\.onnx"):
+        graph_signature(tmp_path / "model.onnx")

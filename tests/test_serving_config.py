@@ -11,7 +11,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2 as mc
 
 from _serving import ADD_CONFIG, EXAMPLE_REPO, add_model
 from servekit.errors import InvalidArgumentError, NotFoundError, UnavailableError
@@ -27,6 +26,7 @@ from servekit.serving.config import (
     validate_config,
     write_config,
 )
+from servekit.serving.triton_proto import model_config_pb2 as mc
 from servekit.signature import onnx_signature
 
 

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2 as mc
 
 from _serving import EXAMPLE_REPO, add_model, start_server
 from servekit.registry import Registry
+from servekit.serving.triton_proto import model_config_pb2 as mc
 
 DIGITS = EXAMPLE_REPO / "digits" / "1" / "model.onnx"
 DIGITS_INT8 = EXAMPLE_REPO / "digits_int8" / "1" / "model.onnx"

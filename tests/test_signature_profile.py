@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
@@ -108,6 +112,32 @@ def test_onnx_signature_from_file_and_model(tmp_path):
     (tmp_path / "bad.onnx").write_bytes(b"not a model")
     with pytest.raises(InvalidArgumentError, match=r"cannot read ONNX model .*bad\.onnx"):
         onnx_signature(tmp_path / "bad.onnx")
-    model.graph.output[0].type.tensor_type.elem_type = TensorProto.BFLOAT16
-    with pytest.raises(InvalidArgumentError, match="'y' has unsupported element type 16"):
+    model.graph.node.append(helper.make_node("Cast", ["y"], ["z"], to=TensorProto.BFLOAT16))
+    model.graph.output.append(helper.make_tensor_value_info("z", TensorProto.BFLOAT16, ["n", 2]))
+    with pytest.raises(InvalidArgumentError, match=r"'z' has type tensor\(bfloat16\), which"):
         onnx_signature(model)
+
+
+def test_onnx_signature_needs_no_onnx_package(tmp_path):
+    # Serving reads signatures through ONNX Runtime: with `onnx` unimportable it still works.
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.INT64, ["n", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, [None, 3])],
+    )
+    onnx.save(helper.make_model(graph), tmp_path / "m.onnx")
+    probe = (
+        "import json, sys; sys.modules['onnx'] = None; "
+        "from servekit.signature import onnx_signature; "
+        f"print(json.dumps(onnx_signature({str(tmp_path / 'm.onnx')!r}).to_dict()))"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {
+        "inputs": [{"name": "x", "datatype": "INT64", "shape": [-1, 3]}],
+        "outputs": [{"name": "y", "datatype": "INT64", "shape": [-1, 3]}],
+    }

@@ -134,60 +134,75 @@ class Signature:
         return [t.name for t in self.outputs]
 
 
-#: ONNX TensorProto element type -> KServe datatype name.
-_ONNX_DATATYPES = {
-    1: "FP32",
-    2: "UINT8",
-    3: "INT8",
-    4: "UINT16",
-    5: "INT16",
-    6: "INT32",
-    7: "INT64",
-    8: "BYTES",
-    9: "BOOL",
-    10: "FP16",
-    11: "FP64",
-    12: "UINT32",
-    13: "UINT64",
+#: ONNX Runtime's type of a tensor (``NodeArg.type``) -> KServe datatype name.
+ORT_DATATYPES = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
 }
 
 
-def onnx_signature(model: str | os.PathLike[str] | Any) -> Signature:
-    """Read the inputs and outputs of an ONNX graph (a file, whose weights are not loaded, or a
-    loaded ``onnx.ModelProto``): names, KServe datatypes, shapes with -1 for dynamic dimensions.
-    Initializers that old exporters list as graph inputs are skipped.
+def session_signature(session: Any, where: str = "ONNX model") -> Signature:
+    """The inputs and outputs of an ONNX Runtime ``InferenceSession``: names, KServe datatypes,
+    shapes with -1 for dynamic (symbolic or unknown) dimensions. ONNX Runtime lists the graph's
+    inputs without the initializers that old exporters also declare as inputs.
 
-    Raises InvalidArgumentError for a file that is not a readable ONNX model or a tensor whose
-    element type has no KServe datatype.
+    Raises InvalidArgumentError for a value with no KServe datatype (bfloat16, a sequence or a
+    map such as a ZipMap output), naming ``where``.
     """
-    import onnx
-
-    where = "ONNX model"
-    if not isinstance(model, onnx.ModelProto):
-        where = os.fspath(model)
-        try:
-            model = onnx.load(where, load_external_data=False)
-        except Exception as exc:  # onnx raises DecodeError, OSError, ... for a bad file
-            raise InvalidArgumentError(f"cannot read ONNX model {where}: {exc}") from None
-    initializers = {init.name for init in model.graph.initializer}
 
     def specs(values: Any) -> tuple[TensorSpec, ...]:
         out = []
         for value in values:
-            if value.name in initializers:
-                continue
-            tensor = value.type.tensor_type
-            datatype = _ONNX_DATATYPES.get(tensor.elem_type)
+            datatype = ORT_DATATYPES.get(value.type)
             if datatype is None:
                 raise InvalidArgumentError(
-                    f"{where}: tensor '{value.name}' has unsupported element type "
-                    f"{tensor.elem_type}"
+                    f"{where}: tensor '{value.name}' has type {value.type}, which has no "
+                    "KServe v2 datatype"
                 )
-            dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim)
+            dims = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in value.shape)
             out.append(TensorSpec(value.name, datatype, dims))
         return tuple(out)
 
-    return Signature(specs(model.graph.input), specs(model.graph.output))
+    return Signature(specs(session.get_inputs()), specs(session.get_outputs()))
+
+
+def onnx_signature(model: str | os.PathLike[str] | Any) -> Signature:
+    """Read the inputs and outputs of an ONNX graph (a file, or a model object with
+    ``SerializeToString`` such as ``onnx.ModelProto``, its weights inline) with ONNX Runtime, as
+    Triton's ONNX backend completes a configuration: a CPU session with graph optimizations
+    off, so serving needs no ``onnx`` package. See :func:`session_signature`.
+
+    Raises InvalidArgumentError for a model ONNX Runtime cannot load and for a value with no
+    KServe datatype; ModuleNotFoundError when onnxruntime is not installed.
+    """
+    import onnxruntime as ort
+
+    serialize = getattr(model, "SerializeToString", None)
+    source: str | bytes = serialize() if callable(serialize) else os.fspath(model)
+    where = "ONNX model" if isinstance(source, bytes) else source
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: the serving session logs its own warnings
+    try:
+        session = ort.InferenceSession(
+            source, sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises its own exception types for a bad model
+        raise InvalidArgumentError(f"cannot read ONNX model {where}: {exc}") from None
+    return session_signature(session, where)
 
 
 def _seq(data: Mapping[str, Any], key: str) -> Sequence[Mapping[str, Any]]:
@@ -199,9 +214,11 @@ def _seq(data: Mapping[str, Any], key: str) -> Sequence[Mapping[str, Any]]:
 
 __all__ = [
     "DATATYPE_TO_DTYPE",
+    "ORT_DATATYPES",
     "Signature",
     "TensorSpec",
     "datatype_of",
     "dtype_of",
     "onnx_signature",
+    "session_signature",
 ]

@@ -30,7 +30,6 @@ EXIT_INTERNAL = 1
 #: of pyproject.toml; ``frontend`` is reached through ``serve``, which users install).
 EXTRA_OF_MODULE = {
     "onnxruntime": "serve",
-    "onnx": "serve",
     "fastapi": "serve",
     "starlette": "serve",
     "pydantic": "serve",
@@ -40,11 +39,12 @@ EXTRA_OF_MODULE = {
     "prometheus_client": "serve",
     "grpc": "serve",
     "google": "serve",
-    "tritonclient": "serve",
+    "onnx": "package",
     "sklearn": "package",
     "skl2onnx": "package",
     "skops": "package",
     "onnxconverter_common": "package",
+    "tritonclient": "bench",
     "matplotlib": "bench",
     "tqdm": "bench",
     "geventhttpclient": "bench",

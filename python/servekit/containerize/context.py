@@ -3,8 +3,10 @@
 The context (``--out DIR``) holds:
 
 - ``Containerfile`` (also valid as a Dockerfile): two stages over the same base; the first makes
-  a virtual environment from ``wheels/`` with no index, the second copies it and the registry,
-  so the wheelhouse never reaches the image;
+  a virtual environment from ``wheels/`` with no index (without byte code or the packages'
+  ``tests/`` directories, then byte-compiles what the server imports:
+  :mod:`servekit.containerize.precompile`), the second copies it and the registry, so the
+  wheelhouse never reaches the image;
 - ``wheels/``: servekit and exactly the dependencies of ``servekit[serve,EXTRAS]``, repacked
   from this environment (:mod:`servekit.containerize.wheelhouse`);
 - ``registry/``: a one-version registry holding the version's artifact (with the reference
@@ -41,6 +43,10 @@ HTTP_PORT = 8000
 GRPC_PORT = 8001
 #: The unprivileged user the server runs as (``nobody`` in Debian-based images).
 IMAGE_UID = 65534
+#: Modules a server imports only with its first model, byte-compiled at build time
+#: (:mod:`servekit.containerize.precompile`): always, and per extra.
+PRECOMPILE = ("servekit.serving.registry_source", "onnxruntime")
+PRECOMPILE_OF_EXTRA = {"torch": ("torch",)}
 #: Extras that cannot go in an image built by this context.
 REFUSED_EXTRAS = {
     "gpu": "gpu installs onnxruntime-gpu next to serve's onnxruntime (one module, two builds)",
@@ -167,6 +173,9 @@ def containerfile(
     py = f"{sys.version_info.major}.{sys.version_info.minor}"
     want = f"({sys.version_info.major}, {sys.version_info.minor})"
     requirement = f"servekit[{','.join(('serve', *extras))}]=={__version__}"
+    precompile = " ".join(
+        (*PRECOMPILE, *(m for extra in extras for m in PRECOMPILE_OF_EXTRA.get(extra, ())))
+    )
     label_lines = " \\\n      ".join(f"{k}={json.dumps(v)}" for k, v in labels.items())
     health = (
         "import os, urllib.request; urllib.request.urlopen("
@@ -183,10 +192,14 @@ COPY wheels /wheels
 # The wheelhouse holds wheels for CPython {py} (repacked from the environment that wrote it).
 RUN python3 -c "import sys; v = sys.version_info[:2]; sys.exit(0 if v == {want} else \\
       'servekit: error: the base image has Python %d.%d, this context needs {py}' % v)"
+# No byte code at install and no tests/ directories of the packages: the build then writes
+# byte code for just what the server imports (servekit.containerize.precompile).
 RUN python3 -m venv {IMAGE_VENV} \\
- && {IMAGE_VENV}/bin/pip install --no-index --find-links /wheels --no-cache-dir \\
+ && {IMAGE_VENV}/bin/pip install --no-index --find-links /wheels --no-cache-dir --no-compile \\
       --disable-pip-version-check '{requirement}' \\
- && {IMAGE_VENV}/bin/pip uninstall --yes --quiet pip setuptools
+ && {IMAGE_VENV}/bin/pip uninstall --yes --quiet pip setuptools \\
+ && find {IMAGE_VENV}/lib -depth -type d -path '*/site-packages/*/tests' -exec rm -rf {{}} + \\
+ && {IMAGE_VENV}/bin/python -m servekit.containerize.precompile {precompile}
 COPY registry {IMAGE_REGISTRY}
 RUN chmod -R a-w,a+rX {IMAGE_REGISTRY}
 

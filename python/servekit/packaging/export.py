@@ -79,7 +79,7 @@ def export_sklearn_onnx(source: Source, sample: np.ndarray, path: Path) -> Signa
         _rename_output(model, model.graph.output[0].name, "prediction")
     normalise_opsets(model)
     save_onnx(model, path)
-    return onnx_signature(path)
+    return graph_signature(path)
 
 
 def export_torch_onnx(
@@ -116,7 +116,18 @@ def export_torch_onnx(
         raise UnsupportedModelError(
             f"torch.onnx cannot export {type(module).__name__}: {exc}"
         ) from None
-    return onnx_signature(path)
+    return graph_signature(path)
+
+
+def graph_signature(path: Path) -> Signature:
+    """The signature of a written graph, read through ONNX Runtime (see
+    :func:`~servekit.signature.onnx_signature`). Raises PackagingError when ONNX Runtime
+    cannot load the graph or a tensor has no KServe datatype: that variant fails, not the
+    whole package."""
+    try:
+        return onnx_signature(path)
+    except InvalidArgumentError as exc:
+        raise PackagingError(str(exc)) from None
 
 
 def save_onnx(model: onnx.ModelProto, path: Path) -> None:

@@ -27,6 +27,7 @@ from servekit.packaging.export import (
     export_sklearn_onnx,
     export_torch_onnx,
     export_torchscript,
+    graph_signature,
     load_torchscript,
 )
 from servekit.packaging.inputs import as_sample_array, check_labels, holdout_split
@@ -308,11 +309,9 @@ def _fp32(ctx: _Context, directory: Path) -> tuple[Path, dict[str, Any], np.ndar
 def _onnx_variant(
     ctx: _Context, directory: Path, make: Callable[[Path], dict[str, Any]]
 ) -> tuple[Path, dict[str, Any], np.ndarray]:
-    from servekit.signature import onnx_signature
-
     path = directory / "model.onnx"
     params = make(path)
-    return path, {**params, "_signature": onnx_signature(path)}, ctx.onnx_scores(path)
+    return path, {**params, "_signature": graph_signature(path)}, ctx.onnx_scores(path)
 
 
 def _require_torch(ctx: _Context, kind: str, why: str) -> None:

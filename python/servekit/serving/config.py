@@ -1,8 +1,9 @@
 """Triton model configuration (``config.pbtxt``): read, complete from an ONNX graph, write.
 
-The text is parsed exactly as Triton parses it, as the ``ModelConfig`` protobuf whose compiled
-schema ships with tritonclient. With ``max_batch_size > 0`` the configured ``dims`` exclude the
-batch dimension; :func:`signature_of` gives the full shapes (batch dimension -1).
+The text is parsed exactly as Triton parses it, as the ``ModelConfig`` protobuf of Triton's
+``model_config.proto`` (servekit's copy: :mod:`servekit.serving.triton_proto`). With
+``max_batch_size > 0`` the configured ``dims`` exclude the batch dimension; :func:`signature_of`
+gives the full shapes (batch dimension -1).
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format, text_format
-from tritonclient.grpc import model_config_pb2 as mc
 
 from servekit.errors import InvalidArgumentError
 from servekit.serving.config_support import refuse_unsupported
 from servekit.serving.paths import plain_component
+from servekit.serving.triton_proto import model_config_pb2 as mc
 from servekit.signature import Signature, TensorSpec
 
 ModelConfig = mc.ModelConfig

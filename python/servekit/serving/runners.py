@@ -14,25 +14,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from servekit.errors import InferenceError, InvalidArgumentError, UnavailableError
-from servekit.signature import Signature, TensorSpec
+from servekit.signature import Signature, session_signature
 
 DEVICES = ("cpu", "cuda")
-
-_ORT_TYPES = {
-    "tensor(bool)": "BOOL",
-    "tensor(uint8)": "UINT8",
-    "tensor(uint16)": "UINT16",
-    "tensor(uint32)": "UINT32",
-    "tensor(uint64)": "UINT64",
-    "tensor(int8)": "INT8",
-    "tensor(int16)": "INT16",
-    "tensor(int32)": "INT32",
-    "tensor(int64)": "INT64",
-    "tensor(float16)": "FP16",
-    "tensor(float)": "FP32",
-    "tensor(double)": "FP64",
-    "tensor(string)": "BYTES",
-}
 
 
 class Runner(Protocol):
@@ -97,19 +81,9 @@ class OnnxRunner:
         ]
 
     def signature(self) -> Signature:
-        """The session's inputs and outputs (dynamic dimensions as -1)."""
-
-        def specs(values: Any) -> tuple[TensorSpec, ...]:
-            return tuple(
-                TensorSpec(
-                    v.name,
-                    _ORT_TYPES.get(v.type, "BYTES"),
-                    tuple(d if isinstance(d, int) else -1 for d in v.shape),
-                )
-                for v in values
-            )
-
-        return Signature(specs(self._session.get_inputs()), specs(self._session.get_outputs()))
+        """The session's inputs and outputs (dynamic dimensions as -1); InvalidArgumentError
+        for one with no KServe datatype."""
+        return session_signature(self._session)
 
     def terminate(self) -> None:
         """Make the runs in progress, and every later one, fail at once with InferenceError

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tritonclient.utils import triton_to_np_dtype
 
 from servekit.errors import InvalidArgumentError, ServekitError
 from servekit.serving.config import ModelConfig, kserve_type
 from servekit.serving.paths import contained, plain_component
 from servekit.serving.runners import Runner
+from servekit.signature import dtype_of
 
 log = logging.getLogger("servekit.serving")
 
@@ -112,7 +112,7 @@ def _data(
             b"" if source == "zero_data" else rng.choice(letters, 8).tobytes() for _ in range(count)
         ]
         return np.array(fill, dtype=object).reshape(shape)
-    dtype = np.dtype(triton_to_np_dtype(datatype))
+    dtype = dtype_of(datatype)
     if source == "zero_data":
         return np.zeros(shape, dtype)
     if source == "random_data":

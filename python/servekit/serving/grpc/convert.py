@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 from google.protobuf import json_format
-from tritonclient.grpc import service_pb2 as pb
 
 from servekit.errors import InvalidArgumentError
 from servekit.serving.codecs import (
@@ -29,6 +28,7 @@ from servekit.serving.codecs.tensor import (
 )
 from servekit.serving.codecs.v2 import read_shared_input
 from servekit.serving.shm import SharedMemoryRegistry, shm_reference
+from servekit.serving.triton_proto import service_pb2 as pb
 from servekit.signature import datatype_of
 
 #: The ``InferTensorContents`` field of each datatype (FP16 and BF16 have none: raw only).

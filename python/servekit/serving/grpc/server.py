@@ -8,13 +8,13 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from tritonclient.grpc import service_pb2_grpc
 
 from servekit.errors import InvalidArgumentError, UnavailableError
 from servekit.serving.access import RestrictedApis
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.errors import DEFAULT_MAX_BODY_BYTES
 from servekit.serving.grpc.service import InferenceService
+from servekit.serving.triton_proto.service_grpc import add_servicer_to_server
 
 #: The service names the health service reports on ("" is the whole server).
 HEALTH_SERVICES = ("", "inference.GRPCInferenceService")
@@ -65,7 +65,7 @@ class GrpcFrontEnd:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self.service, server)
+        add_servicer_to_server(self.service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         address = f"[{opts.host}]:{opts.port}" if ":" in opts.host else f"{opts.host}:{opts.port}"
         try:

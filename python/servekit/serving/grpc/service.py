@@ -10,14 +10,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
-from tritonclient.grpc import service_pb2 as pb
-from tritonclient.grpc import service_pb2_grpc
 
 from servekit.errors import InvalidArgumentError, ServekitError, UnimplementedError
 from servekit.serving.access import ApiGroup, RestrictedApis, grpc_api_group, header_lookup
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.grpc import convert
 from servekit.serving.grpc.status import INTERNAL_MESSAGE, grpc_status
+from servekit.serving.triton_proto import service_pb2 as pb
 
 log = logging.getLogger("servekit.serving")
 
@@ -58,8 +57,9 @@ def _unimplemented(rpc: str) -> Handler[Any, Any]:
     return _unary(handler)
 
 
-class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
-    """Every RPC of ``inference.GRPCInferenceService`` that tritonclient.grpc calls."""
+class InferenceService:
+    """Every RPC of ``inference.GRPCInferenceService`` (the ones servekit does not implement
+    answer UNIMPLEMENTED)."""
 
     def __init__(self, plane: DataPlane, restricted: RestrictedApis | None = None) -> None:
         self.plane = plane
