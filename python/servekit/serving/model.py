@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from tritonclient.grpc import model_config_pb2 as mc
 
 from servekit.batching import DynamicBatcher, QueuePolicy
 from servekit.errors import (
@@ -33,6 +32,7 @@ from servekit.serving.codecs import InferRequest
 from servekit.serving.config import ModelConfig, instance_count, signature_of
 from servekit.serving.runners import Runner
 from servekit.serving.stats import ModelStats
+from servekit.serving.triton_proto import model_config_pb2 as mc
 
 if TYPE_CHECKING:
     from servekit.serving.telemetry import ModelProbe
