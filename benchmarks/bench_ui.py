@@ -8,7 +8,11 @@ the Resource Timing API) and the time to first render (navigation start to the p
 in place). Then ``wrk`` (c=64, one-row binary requests) measures inference throughput in three
 modes, alternated over ``--rounds`` rounds: no page open; the Live page open (it refreshes every
 second) in the browser; and only its JSON polled every second (the server's side of the cost,
-without the browser's CPU). Goal: throughput with the page open within 5% of without.
+without the browser's CPU). Goal: throughput with the page open within 5% of without. For each
+run it also reads the CPU seconds the server and the browser (Chromium and chromedriver) used
+(``/proc``): the server's CPU per request says what the UI's routes add to inference with far
+less noise than requests/s on a shared machine, and the browser's share of a core says what
+drawing the page takes from a server that shares the browser's machine (as here).
 
     python benchmarks/bench_ui.py [--quick] [--duration S] [--rounds N]
 
@@ -117,6 +121,36 @@ def poll(base: str, stop_event: threading.Event) -> None:
             resp.read()
 
 
+TICK = 100.0  # clock ticks per second of /proc/PID/stat (Linux default)
+
+
+def cpu_seconds(match) -> float:
+    """User + system CPU seconds so far of the processes whose command line ``match`` accepts
+    (``match(argv)``); a process that ends between two readings is not counted."""
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if match(argv):
+            total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
+
+
+def is_browser(argv: list[bytes]) -> bool:
+    # Chromium's child processes rewrite their command line into one space-separated string.
+    program = argv[0].split(b" ")[0].decode(errors="replace")
+    return Path(program).name in ("chromium", "chromedriver")
+
+
+def is_server(argv: list[bytes]) -> bool:
+    return argv[1:4] == [b"-m", b"servekit", b"serve"]
+
+
 def route_ms(base: str, route: str, calls: int = 30) -> float:
     """Median milliseconds of one GET of a dashboard JSON route (sequential, idle server):
     a page refreshing every second costs the server this share of one core per second."""
@@ -174,15 +208,20 @@ def main() -> None:
                         poller = threading.Thread(target=poll, args=(base, stop_event))
                         poller.start()
                     time.sleep(1.0)  # the page (or poller) is in its refresh cycle
+                    before = (cpu_seconds(is_browser), cpu_seconds(is_server), time.monotonic())
                     r = wrk(port, "digits", body, headers, CONCURRENCY, duration, tmp)
+                    wall = time.monotonic() - before[2]
+                    r["browser_cpu"] = (cpu_seconds(is_browser) - before[0]) / wall
+                    r["server_cpu"] = (cpu_seconds(is_server) - before[1]) / wall
                     stop_event.set()
                     if poller is not None:
                         poller.join(timeout=15)
                     driver.get("about:blank")
                     runs.append({"mode": mode, "round": round_, **r})
                     print(f"round {round_} {mode:5}: {r['rps']:8.0f} req/s  p50 "
-                          f"{r['p50_us'] / 1e3:6.2f} ms  errors {r['errors'] + r['non2xx']}",
-                          flush=True)  # fmt: skip
+                          f"{r['p50_us'] / 1e3:6.2f} ms  errors {r['errors'] + r['non2xx']}  "
+                          f"cpu s/s: server {r['server_cpu']:.2f} browser "
+                          f"{r['browser_cpu']:.2f}", flush=True)  # fmt: skip
         finally:
             if driver is not None:
                 driver.quit()
@@ -209,11 +248,19 @@ def main() -> None:
         print(f"GET {r}: {ms:.2f} ms median (idle server, sequential)")
     median = {m: statistics.median(r["rps"] for r in runs if r["mode"] == m) for m in MODES}
     spread = {m: [f(r["rps"] for r in runs if r["mode"] == m) for f in (min, max)] for m in MODES}
-    print("\n| mode | median req/s (min-max) | vs none |")
-    print("|---|---:|---:|")
+    for r in runs:  # the server's CPU per request: what the UI's routes add to inference
+        r["server_cpu_us_per_request"] = r["server_cpu"] / r["rps"] * 1e6
+    keys = ("server_cpu", "browser_cpu", "server_cpu_us_per_request")
+    cpu = {m: {k: statistics.median(r[k] for r in runs if r["mode"] == m) for k in keys}
+           for m in MODES}  # fmt: skip
+    print("\n| mode | median req/s (min-max) | vs none | server CPU s/s | browser CPU s/s "
+          "| server CPU us/request |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|")
     for m in MODES:
+        c = cpu[m]
         print(f"| {m} | {median[m]:.0f} ({spread[m][0]:.0f}-{spread[m][1]:.0f}) | "
-              f"{median[m] / median['none']:.1%} |")  # fmt: skip
+              f"{median[m] / median['none']:.1%} | {c['server_cpu']:.2f} | "
+              f"{c['browser_cpu']:.2f} | {c['server_cpu_us_per_request']:.0f} |")  # fmt: skip
     # Each round runs every mode back to back: per-round ratios cancel slow drifts in load.
     paired = [
         next(r["rps"] for r in runs if r["round"] == i and r["mode"] == "page")
@@ -224,6 +271,13 @@ def main() -> None:
         f"\nLive page open / none: {median['page'] / median['none']:.1%} of medians (goal >= 95%)"
     )
     print(f"per-round page / none: {', '.join(f'{p:.1%}' for p in paired)}")
+    per_request = {m: cpu[m]["server_cpu_us_per_request"] for m in MODES}
+    print(
+        "server CPU per request, page / none: "
+        f"{per_request['page'] / per_request['none']:.1%}; poll / none: "
+        f"{per_request['poll'] / per_request['none']:.1%} (the share of a core the open page "
+        f"costs the browser: {cpu['page']['browser_cpu'] - cpu['none']['browser_cpu']:.2f})"
+    )
     write_results(
         RESULTS,
         {
@@ -233,6 +287,7 @@ def main() -> None:
             "route_ms": routes,
             "runs": runs,
             "median_rps": median,
+            "median_cpu_s_per_s": cpu,
             "ratio_page_none": median["page"] / median["none"],
             "ratio_poll_none": median["poll"] / median["none"],
             "paired_ratios_page_none": paired,
