@@ -12,7 +12,7 @@ use pyo3::types::PyDict;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(super) fn micros(what: &str, v: Option<i64>) -> CoreResult<Option<Duration>> {
+fn micros(what: &str, v: Option<i64>) -> CoreResult<Option<Duration>> {
     match v {
         None => Ok(None),
         Some(us) if us >= 0 => Ok(Some(Duration::from_micros(us as u64))),
@@ -22,7 +22,7 @@ pub(super) fn micros(what: &str, v: Option<i64>) -> CoreResult<Option<Duration>>
     }
 }
 
-pub(super) fn priority(p: i64) -> CoreResult<u32> {
+fn priority(p: i64) -> CoreResult<u32> {
     u32::try_from(p).map_err(|_| {
         CoreError::invalid(format!(
             "priority {p} is out of range: use 0 (default) or a level from 1"

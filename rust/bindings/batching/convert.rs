@@ -23,7 +23,7 @@ pub(super) struct Named {
 pub(super) struct Descrs(Mutex<Vec<(i32, Py<PyArrayDescr>)>>);
 
 impl Descrs {
-    pub(super) fn remember(&self, descr: &Bound<'_, PyArrayDescr>) -> DType {
+    fn remember(&self, descr: &Bound<'_, PyArrayDescr>) -> DType {
         let num = descr.num();
         let mut known = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if !known.iter().any(|(n, _)| *n == num) {
@@ -51,11 +51,7 @@ impl Descrs {
 
 /// Copy one numpy array (or anything `numpy.asarray` accepts) into a tensor; errors name it
 /// as input `name`.
-pub(super) fn to_tensor(
-    descrs: &Descrs,
-    name: &str,
-    value: &Bound<'_, PyAny>,
-) -> CoreResult<Tensor> {
+fn to_tensor(descrs: &Descrs, name: &str, value: &Bound<'_, PyAny>) -> CoreResult<Tensor> {
     let py = value.py();
     let converted;
     let mut arr = match value.cast::<PyUntypedArray>() {
@@ -115,7 +111,7 @@ pub(super) fn to_tensor(
 
 /// Serialize an object array of bytes (KServe BYTES) into a [`DType::BYTES`] tensor; `str`
 /// elements are taken as UTF-8. Errors name the input and the element.
-pub(super) fn bytes_tensor(name: &str, arr: &Bound<'_, PyUntypedArray>) -> CoreResult<Tensor> {
+fn bytes_tensor(name: &str, arr: &Bound<'_, PyUntypedArray>) -> CoreResult<Tensor> {
     if arr.ndim() == 0 {
         return Err(CoreError::invalid(format!(
             "input '{name}' is a 0-d array; inputs need a batch dimension first"
@@ -153,7 +149,7 @@ pub(super) fn bytes_tensor(name: &str, arr: &Bound<'_, PyUntypedArray>) -> CoreR
 }
 
 /// An object array of bytes (each element a new bytes object) from a [`DType::BYTES`] tensor.
-pub(super) fn bytes_array<'py>(py: Python<'py>, t: &Tensor) -> PyResult<Bound<'py, PyAny>> {
+fn bytes_array<'py>(py: Python<'py>, t: &Tensor) -> PyResult<Bound<'py, PyAny>> {
     let elements = tensor::deserialize_bytes(&t.data, t.shape.iter().product())?;
     let list: Vec<Bound<'py, PyBytes>> = elements.iter().map(|e| PyBytes::new(py, e)).collect();
     let numpy = py.import("numpy")?;
@@ -175,11 +171,7 @@ pub(super) fn numpy_asarray<'py>(
 
 /// Wrap a tensor as a numpy array without copying: the array views the tensor's buffer, owned
 /// by a uint8 array set as its base.
-pub(super) fn to_array<'py>(
-    py: Python<'py>,
-    descrs: &Descrs,
-    t: Tensor,
-) -> PyResult<Bound<'py, PyAny>> {
+fn to_array<'py>(py: Python<'py>, descrs: &Descrs, t: Tensor) -> PyResult<Bound<'py, PyAny>> {
     if t.dtype.is_bytes() {
         return bytes_array(py, &t);
     }
@@ -207,7 +199,7 @@ pub(super) fn to_array<'py>(
 /// buffer that `base` owns and that holds the whole array. Standard numpy C-API use:
 /// `SetBaseObject` steals the `base` reference (also on failure), so the buffer lives as long
 /// as the new array.
-pub(super) unsafe fn array_view<'py>(
+unsafe fn array_view<'py>(
     py: Python<'py>,
     descr: *mut npyffi::PyArray_Descr,
     dims: &mut [npyffi::npy_intp],
@@ -350,7 +342,7 @@ pub(super) struct Rows {
 }
 
 /// A numpy view of rows `start..start + rows` of `out`.
-pub(super) fn row_view<'py>(
+fn row_view<'py>(
     py: Python<'py>,
     out: &BatchOutput,
     start: usize,

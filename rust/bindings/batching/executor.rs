@@ -70,7 +70,7 @@ pub(super) struct PyExec {
     pub(super) input_names: InputNames,
 }
 
-pub(super) fn model_error(py: Python<'_>, err: PyErr) -> CoreError {
+fn model_error(py: Python<'_>, err: PyErr) -> CoreError {
     let name = err
         .get_type(py)
         .name()
@@ -80,7 +80,7 @@ pub(super) fn model_error(py: Python<'_>, err: PyErr) -> CoreError {
 }
 
 impl PyExec {
-    pub(super) fn call_runner(&self, batch: Named, rows: usize) -> CoreResult<BatchOutputs> {
+    fn call_runner(&self, batch: Named, rows: usize) -> CoreResult<BatchOutputs> {
         Python::attach(|py| {
             let inputs = to_dict(py, &self.descrs, batch).map_err(|e| model_error(py, e))?;
             let out = self

@@ -11,7 +11,7 @@ use pyo3::types::PyTuple;
 use pyo3::IntoPyObjectExt;
 use std::sync::Arc;
 
-pub(super) fn timing_tuple<'py>(py: Python<'py>, t: Timing) -> PyResult<Bound<'py, PyTuple>> {
+fn timing_tuple<'py>(py: Python<'py>, t: Timing) -> PyResult<Bound<'py, PyTuple>> {
     PyTuple::new(py, [t.queue_ns, t.compute_ns, t.batch_size as u64])
 }
 

@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::sync::Weak;
 
-pub(super) enum PendingState {
+enum PendingState {
     Waiting,
     Ready(Py<PyAny>),
     Failed(PyErr),
@@ -24,17 +24,17 @@ pub(super) enum PendingState {
 /// worker threads merely move the reference into the mailbox.
 #[pyclass(name = "PendingResult", module = "servekit._core")]
 pub(super) struct PyPending {
-    pub(super) state: PendingState,
-    pub(super) callbacks: Vec<(Py<PyAny>, Option<Py<PyAny>>)>,
-    pub(super) event_loop: Py<PyAny>,
-    pub(super) blocking: bool,
-    pub(super) yielded: bool,
+    state: PendingState,
+    callbacks: Vec<(Py<PyAny>, Option<Py<PyAny>>)>,
+    event_loop: Py<PyAny>,
+    blocking: bool,
+    yielded: bool,
     /// The batcher and request id while it may still be queued (for cancellation). Weak:
     /// the queued request holds this object, so a strong reference would be a cycle.
     pub(super) request: Option<(Weak<Batcher<PyExec>>, u64)>,
 }
 
-pub(super) fn asyncio_error<'py>(py: Python<'py>, name: &str, msg: Option<&Py<PyAny>>) -> PyErr {
+fn asyncio_error<'py>(py: Python<'py>, name: &str, msg: Option<&Py<PyAny>>) -> PyErr {
     let made = py
         .import("asyncio")
         .and_then(|m| m.getattr(name))
@@ -118,7 +118,7 @@ impl PyPending {
     }
 
     /// Schedule `callback(self)` on the loop (for callbacks added or fired outside `deliver`).
-    pub(super) fn call_soon(
+    fn call_soon(
         slf: &Bound<'_, Self>,
         callback: &Py<PyAny>,
         context: Option<&Py<PyAny>>,
@@ -138,17 +138,17 @@ impl PyPending {
 #[pymethods]
 impl PyPending {
     #[getter(_asyncio_future_blocking)]
-    pub(super) fn get_blocking(&self) -> bool {
+    fn get_blocking(&self) -> bool {
         self.blocking
     }
 
     #[setter(_asyncio_future_blocking)]
-    pub(super) fn set_blocking(&mut self, value: bool) {
+    fn set_blocking(&mut self, value: bool) {
         self.blocking = value;
     }
 
     /// The event loop this request resolves on.
-    pub(super) fn get_loop(&self, py: Python<'_>) -> Py<PyAny> {
+    fn get_loop(&self, py: Python<'_>) -> Py<PyAny> {
         self.event_loop.clone_ref(py)
     }
 
@@ -176,7 +176,7 @@ impl PyPending {
     }
 
     #[pyo3(signature = (callback, *, context=None))]
-    pub(super) fn add_done_callback(
+    fn add_done_callback(
         slf: &Bound<'_, Self>,
         callback: Py<PyAny>,
         context: Option<Py<PyAny>>,
@@ -189,11 +189,7 @@ impl PyPending {
     }
 
     /// Remove every registration of `callback`; returns how many were removed.
-    pub(super) fn remove_done_callback(
-        &mut self,
-        py: Python<'_>,
-        callback: &Bound<'_, PyAny>,
-    ) -> usize {
+    fn remove_done_callback(&mut self, py: Python<'_>, callback: &Bound<'_, PyAny>) -> usize {
         let before = self.callbacks.len();
         self.callbacks
             .retain(|(c, _)| !c.bind(py).eq(callback).unwrap_or(false));
@@ -223,17 +219,17 @@ impl PyPending {
         Ok(true)
     }
 
-    pub(super) fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
         slf
     }
 
-    pub(super) fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
         slf
     }
 
     /// Yield itself once to the awaiting task, then finish with the result (see `step`;
     /// `await` uses the `am_send` slot instead, which needs no StopIteration).
-    pub(super) fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         match Self::step(slf)? {
             Step::Yield(me) => Ok(me),
             Step::Return(value) => Err(PyStopIteration::new_err((value,))),
@@ -241,7 +237,7 @@ impl PyPending {
     }
 }
 
-pub(super) enum Step {
+enum Step {
     Yield(Py<PyAny>),
     Return(Py<PyAny>),
 }
@@ -249,7 +245,7 @@ pub(super) enum Step {
 impl PyPending {
     /// One step of `await`: yield this object to the task while waiting (once), then return
     /// the result or raise the error.
-    pub(super) fn step(slf: &Bound<'_, Self>) -> PyResult<Step> {
+    fn step(slf: &Bound<'_, Self>) -> PyResult<Step> {
         let py = slf.py();
         let mut p = slf.try_borrow_mut()?;
         if !p.is_done() {
