@@ -718,13 +718,14 @@ def spread(values: list[float]) -> str:
 
 
 def floor_ratio(rows: list[dict], row: dict) -> float:
-    """A row's requests/s over the floor's at the same encoding and concurrency (NaN: none)."""
+    """A row's requests/s over the floor's at the same model, encoding and concurrency (NaN:
+    none; the floor runs with digits, whose response its fixed one is)."""
+    key = (row["model"], row["encoding"], row["concurrency"])
     floor = next(
         (
             r["rps"]
             for r in rows
-            if r["server"] == FLOOR
-            and (r["encoding"], r["concurrency"]) == (row["encoding"], row["concurrency"])
+            if r["server"] == FLOOR and (r["model"], r["encoding"], r["concurrency"]) == key
         ),
         float("nan"),
     )
