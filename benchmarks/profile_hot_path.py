@@ -6,10 +6,13 @@ bench_serving.py sends them. Each stage is timed on its own in a loop (median of
 ``--iterations`` calls, microseconds per call, on uvloop unless ``--loop asyncio``): decode,
 validation, the batcher round trip (enqueue, instance-thread wake-up, model run, delivery to
 the event loop), the model run alone, encode, telemetry, statistics, and the whole data-plane
-call. HTTP costs (parsing, body read, response write) come from bench_serving.py's floor: they
-are uvicorn's, not servekit's.
+call; then the process CPU time per request while ``--concurrency`` tasks (default 64) send
+requests through the data plane at once, with telemetry on and off (what the per-stage loop
+cannot show: costs of threads handing the interpreter to each other). HTTP costs (parsing,
+body read, response write) come from bench_serving.py's floor: they are uvicorn's, not
+servekit's.
 
-    python benchmarks/profile_hot_path.py [--iterations N] [--loop asyncio|uvloop]
+    python benchmarks/profile_hot_path.py [--iterations N] [--loop asyncio|uvloop] [--concurrency C]
 
 Prints a table and writes benchmarks/results/hot_path.json.
 """
@@ -88,7 +91,7 @@ async def per_await_us(fn: Callable[[], Awaitable[object]], n: int) -> float:
     return statistics.median(rounds)
 
 
-async def measure(n: int) -> dict[str, dict[str, float]]:
+async def measure(n: int, concurrency: int) -> dict[str, dict[str, float]]:
     """Stage -> encoding -> microseconds per request."""
     telemetry = ServingTelemetry(TelemetryOptions())
     repo = ModelRepository(ROOT / "model_repo", RunnerOptions(threads=1), telemetry)
@@ -100,9 +103,41 @@ async def measure(n: int) -> dict[str, dict[str, float]]:
     for encoding, (body, header) in bodies(x).items():
         for stage, us in (await stage_costs(plane, model, body, header, n)).items():
             table.setdefault(stage, {})[encoding] = us
+        stage = f"data plane CPU, {concurrency} concurrent requests, telemetry on"
+        table.setdefault(stage, {})[encoding] = await concurrent_cpu_us(
+            plane, body, header, concurrency, n
+        )
     await plane.close()
     telemetry.close()
+    bare = DataPlane(ModelRepository(ROOT / "model_repo", RunnerOptions(threads=1)))
+    await bare.load_all(["digits"])
+    for encoding, (body, header) in bodies(x).items():
+        stage = f"data plane CPU, {concurrency} concurrent requests, telemetry off"
+        table.setdefault(stage, {})[encoding] = await concurrent_cpu_us(
+            bare, body, header, concurrency, n
+        )
+    await bare.close()
     return table
+
+
+async def concurrent_cpu_us(
+    plane: DataPlane, body: bytes, header: int | None, concurrency: int, n: int
+) -> float:
+    """Median over 3 rounds of the process CPU time (every thread) per request while
+    ``concurrency`` tasks each send ``n // concurrency`` requests through ``infer_body``: what
+    a busy server pays per request, batching included, less HTTP."""
+    each = max(1, n // concurrency)
+
+    async def client() -> None:
+        for _ in range(each):
+            await plane.infer_body("digits", None, body, header)
+
+    rounds = []
+    for _ in range(3):
+        start = time.process_time()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        rounds.append((time.process_time() - start) / (each * concurrency) * 1e6)
+    return statistics.median(rounds)
 
 
 async def stage_costs(
@@ -141,16 +176,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="uvloop")
+    parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
     factory = uvloop.new_event_loop if args.loop == "uvloop" else asyncio.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
-        table = runner.run(measure(args.iterations))
+        table = runner.run(measure(args.iterations, args.concurrency))
     print("| stage | binary us | JSON us |")
     print("|---|---:|---:|")
     for stage, us in table.items():
         print(f"| {stage} | {us['binary']:.1f} | {us['json']:.1f} |")
     write_results(
-        RESULTS, {"iterations": args.iterations, "loop": args.loop, "us_per_request": table}
+        RESULTS,
+        {
+            "iterations": args.iterations,
+            "loop": args.loop,
+            "concurrency": args.concurrency,
+            "us_per_request": table,
+        },
     )
     print(f"wrote {RESULTS}")
 
