@@ -15,11 +15,17 @@ either protocol on a machine whose cores the client shares with the server (a Py
 client would cost several times the server's own work per request). h2load sees only HTTP
 status 200; gRPC-level failures are counted from the server's statistics before and after.
 Without h2load the gRPC rows are reported as not measured.
+Every run also serves the HTTP floor (benchmarks/floor_server.py: uvicorn + httptools + uvloop,
+the same ASGI shape as servekit's infer handler, a fixed response, no model) with the same
+requests, and reports each servekit row as a ratio of the floor's row at the same encoding and
+concurrency: the floor is the ceiling any server on this HTTP stack reaches on the machine.
+With ``--runs N`` each point is measured N times in a row and reported as the median with its
+spread (min-max).
 A tritonclient correctness check against in-process ONNX Runtime runs first for every server
-but the naive one. A peer that is missing, fails to start in time or answers wrongly is reported
-with the reason and left out; the rest of the run goes on.
+but the naive one and the floor. A peer that is missing, fails to start in time or answers
+wrongly is reported with the reason and left out; the rest of the run goes on.
 
-    python benchmarks/bench_serving.py [--quick] [--duration S]
+    python benchmarks/bench_serving.py [--quick] [--duration S] [--runs N] [--no-peers]
 
 Prints a table and writes benchmarks/results/serving.json.
 """
@@ -53,6 +59,8 @@ PEERS_VENV = ROOT / "benchmarks" / ".venv-peers"
 PEERS_DIR = ROOT / "benchmarks" / "peers"
 PEER_START_TIMEOUT_S = 120
 PYTRITON, MLSERVER = "PyTriton (Triton)", "MLServer"
+FLOOR = "floor (bare uvicorn)"
+FLOOR_SERVER = ROOT / "benchmarks" / "floor_server.py"
 # MLServer's adaptive batcher is off unless max_batch_time > 0; 100 us is the nearest to the
 # zero queue delay servekit and Triton use here. parallel_workers 0 keeps inference in the
 # server process (a worker process only adds IPC on this 2-core machine); debug off drops
@@ -491,7 +499,13 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=None)
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per server")
     parser.add_argument("--no-peers", action="store_true", help="skip PyTriton and MLServer")
+    parser.add_argument(
+        "--runs", type=int, default=None, help="measurements per point (default 3 with --quick, 1)"
+    )
     args = parser.parse_args()
+    runs = args.runs if args.runs is not None else (3 if args.quick else 1)
+    if runs < 1:
+        sys.exit("bench_serving: --runs must be at least 1")
     duration = args.duration or (3.0 if args.quick else 10.0)
     if shutil.which("wrk") is None:
         sys.exit("bench_serving: needs wrk (Debian/Ubuntu: apt-get install wrk)")
@@ -524,7 +538,12 @@ def main() -> None:
             bodies["grpc"] = (grpc_body(x, model, tmp), {})
             limits[model] = in_process_limit(model_file, duration)
             port, grpc_port = free_port(), free_port()
-            servers = [
+            servers = []
+            if model == "digits":
+                servers.append(
+                    {"name": FLOOR, "command": [sys.executable, str(FLOOR_SERVER), str(port)]}
+                )
+            servers += [
                 {
                     "name": "servekit",
                     "command": [
@@ -569,12 +588,14 @@ def main() -> None:
                     tmp,
                     duration,
                     skipped,
+                    runs,
                 )
     print_table(rows, limits, skipped)
     write_results(
         RESULTS,
         {
             "duration_s": duration,
+            "runs_per_point": runs,
             "rows": rows,
             "in_process_limit": limits,
             "peers_not_measured": skipped,
@@ -596,10 +617,12 @@ def run_server(
     tmp: Path,
     duration: float,
     skipped: dict[str, str],
+    runs: int = 1,
 ) -> list[dict]:
-    """Starts one server, checks it and drives it with wrk at each concurrency. Returns the
-    result rows. A peer that fails to start, answers wrongly or breaks under load is recorded
-    in ``skipped`` with the reason and yields no rows; servekit and naive failures raise."""
+    """Starts one server, checks it and drives it with wrk at each concurrency, ``runs`` times
+    per point (the row holds the medians and every run). Returns the result rows. A peer that
+    fails to start, answers wrongly or breaks under load is recorded in ``skipped`` with the
+    reason and yields no rows; servekit, naive and floor failures raise."""
     name = server["name"]
     peer = name in (PYTRITON, MLSERVER)
     log = tmp / f"{re.sub(r'[^A-Za-z0-9]+', '-', name)}-{model}.log"
@@ -618,6 +641,8 @@ def run_server(
         if name == "servekit":
             grpc = ("grpc",) if shutil.which("h2load") else ()
             encodings = ("binary", "json", *grpc)
+        elif name == FLOOR:
+            encodings = ("binary", "json")
         elif not peer or binary_failure:
             encodings = ("json",)
         else:
@@ -627,10 +652,15 @@ def run_server(
         for encoding in encodings:
             body, headers = bodies[encoding]
             for conns in CONCURRENCY:
-                if encoding == "grpc":
-                    r = h2load(server["grpc_port"], model, body, conns, duration, tmp)
-                else:
-                    r = wrk(port, model, body, headers, conns, duration, tmp)
+                measured = []
+                for _ in range(runs):
+                    if encoding == "grpc":
+                        measured.append(
+                            h2load(server["grpc_port"], model, body, conns, duration, tmp)
+                        )
+                    else:
+                        measured.append(wrk(port, model, body, headers, conns, duration, tmp))
+                r = median_run(measured)
                 rows.append(
                     {
                         "model": model,
@@ -642,8 +672,9 @@ def run_server(
                     }
                 )
                 print(
-                    f"{model:7} {name:18} {encoding:6} c={conns:<3} "
-                    f"{r['rps']:9.0f} req/s  p50 {r['p50_us'] / 1e3:7.2f} ms  "
+                    f"{model:7} {name:20} {encoding:6} c={conns:<3} "
+                    f"{r['rps']:9.0f} req/s ({spread(r['rps_runs'])})  "
+                    f"p50 {r['p50_us'] / 1e3:7.2f} ms  "
                     f"p90 {r['p90_us'] / 1e3:7.2f}  p99 {r['p99_us'] / 1e3:7.2f}  "
                     f"errors {r['errors'] + r['non2xx']}",
                     flush=True,
@@ -661,15 +692,63 @@ def run_server(
     return rows
 
 
+def median_run(measured: list[dict]) -> dict:
+    """One point from several runs: the median of each figure, errors summed, and every run's
+    requests/s and p50 kept (``rps_runs``, ``p50_runs``) for the spread."""
+    point = {
+        key: float(np.median([m[key] for m in measured]))
+        for key in ("rps", "p50_us", "p90_us", "p99_us")
+    }
+    point.update(
+        requests=sum(m["requests"] for m in measured),
+        duration_us=sum(m["duration_us"] for m in measured),
+        errors=sum(m["errors"] for m in measured),
+        non2xx=sum(m["non2xx"] for m in measured),
+        rps_runs=[round(m["rps"]) for m in measured],
+        p50_runs=[m["p50_us"] for m in measured],
+    )
+    return point
+
+
+def spread(values: list[float]) -> str:
+    """``min-max`` of several runs ("1 run" for one)."""
+    if len(values) < 2:
+        return "1 run"
+    return f"{min(values):.0f}-{max(values):.0f}"
+
+
+def floor_ratio(rows: list[dict], row: dict) -> float:
+    """A row's requests/s over the floor's at the same model, encoding and concurrency (NaN:
+    none; the floor runs with digits, whose response its fixed one is)."""
+    key = (row["model"], row["encoding"], row["concurrency"])
+    floor = next(
+        (
+            r["rps"]
+            for r in rows
+            if r["server"] == FLOOR and (r["model"], r["encoding"], r["concurrency"]) == key
+        ),
+        float("nan"),
+    )
+    return row["rps"] / floor
+
+
 def print_table(rows: list[dict], limits: dict[str, dict], skipped: dict[str, str]) -> None:
     print()
-    print("| model | server | encoding | conc | req/s | p50 ms | p90 ms | p99 ms | errors |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| model | server | encoding | conc | req/s (spread) | x floor | p50 ms (spread) | "
+        "p90 ms | p99 ms | errors |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         encoding = r["encoding"] + (" (binary refused)" if "binary_refused" in r else "")
+        ratio = floor_ratio(rows, r)
+        p50s = [p / 1e3 for p in r.get("p50_runs", [r["p50_us"]])]
+        p50_spread = f"{min(p50s):.2f}-{max(p50s):.2f}" if len(p50s) > 1 else "1 run"
         print(
             f"| {r['model']} | {r['server']} | {encoding} | {r['concurrency']} | "
-            f"{r['rps']:.0f} | {r['p50_us'] / 1e3:.2f} | {r['p90_us'] / 1e3:.2f} | "
+            f"{r['rps']:.0f} ({spread(r.get('rps_runs', [r['rps']]))}) | "
+            f"{'-' if np.isnan(ratio) else f'{ratio:.2f}'} | "
+            f"{r['p50_us'] / 1e3:.2f} ({p50_spread}) | {r['p90_us'] / 1e3:.2f} | "
             f"{r['p99_us'] / 1e3:.2f} | {r['errors'] + r['non2xx']} |"
         )
     print()
@@ -709,12 +788,20 @@ def print_table(rows: list[dict], limits: dict[str, dict], skipped: dict[str, st
 
     naive = "naive FastAPI+ORT"
     print()
-    print("Goals (servekit binary vs peers):")
+    print("Goals against the floor (issue 14; servekit binary unless said):")
+    tiny, floor_tiny = rps("digits", "servekit", "binary", 64), rps("digits", FLOOR, "binary", 64)
+    print(f"  digits c=64: {tiny / floor_tiny:.0%} of the floor's requests/s (goal >= 70%)")
+    extra = p50("digits", "servekit", "binary") - p50("digits", FLOOR, "binary")
+    print(f"  digits c=1 p50: floor + {extra:.0f} us (goal <= floor + 60 us)")
     heavy = rps("heavy", "servekit", "binary", 64)
     print(
-        f"  heavy c=64: {heavy / rps('heavy', naive, 'json', 64):.2f}x naive (goal >= 3), "
-        f"{heavy / limits['heavy']['rows_per_s']:.0%} of in-process limit (goal >= 70%)"
+        f"  heavy c=64: {heavy / limits['heavy']['rows_per_s']:.0%} of in-process limit "
+        "(goal >= 80%)"
     )
+    as_json = rps("digits", "servekit", "json", 64)
+    print(f"  digits c=64: JSON {as_json / tiny:.0%} of binary requests/s (goal >= 85%)")
+    print("Goals (servekit binary vs peers):")
+    print(f"  heavy c=64: {heavy / rps('heavy', naive, 'json', 64):.2f}x naive (goal >= 3)")
     tiny = rps("digits", "servekit", "binary", 64)
     print(f"  digits c=64: {tiny / rps('digits', naive, 'json', 64):.2f}x naive (goal >= 2)")
     triton = rps("digits", PYTRITON, None, 64)

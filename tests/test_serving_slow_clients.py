@@ -141,6 +141,42 @@ def test_a_body_that_never_arrives_frees_its_slot():
         assert server.stop() == 0
 
 
+def test_a_body_slower_than_the_header_timeout_but_within_its_own_is_answered():
+    # The connection's one timer is set for the header deadline (1 s); the body deadline
+    # (30 s) replaces it, so when the timer fires it must re-arm instead of closing. Then a
+    # second request on the same connection gets a fresh header deadline, and is answered too.
+    server = start_server(
+        "--model-repo",
+        str(EXAMPLE_REPO),
+        "--http-header-timeout",
+        "1",
+        "--http-body-timeout",
+        "30",
+    )
+    try:
+        with socket.create_connection(address(server), timeout=30) as s:
+            head = (
+                b"POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(DIGITS_BODY)
+            )
+            reader = s.makefile("rb")
+            for _ in range(2):
+                s.sendall(head)
+                third = len(DIGITS_BODY) // 3
+                for start in range(0, len(DIGITS_BODY), third):  # about 2.4 s in all
+                    time.sleep(0.8)  # the client's pace, past the 1 s header deadline
+                    s.sendall(DIGITS_BODY[start : start + third])
+                status = reader.readline()
+                assert status.startswith(b"HTTP/1.1 200"), status
+                length = 0
+                while (line := reader.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                assert json.loads(reader.read(length))["model_name"] == "digits"
+    finally:
+        assert server.stop() == 0
+
+
 def test_keep_alive_connection_closes_after_its_idle_timeout():
     server = start_server("--model-repo", str(EXAMPLE_REPO), "--http-keep-alive-timeout", "1")
     try:

@@ -251,6 +251,19 @@ def test_recording_reads_arrays_in_place_and_converts_other_dtypes():
     assert monitor.report().total_rows == 20 + 10 + 3 + 1
 
 
+def test_small_and_large_batches_bin_the_same_way():
+    # Small batches are binned with the interpreter held, large ones (over 16,384 values)
+    # copied and binned without it: both paths must count identically.
+    rows = RNG.normal(size=(2000, 10))  # 20,000 values: the released path
+    one_call = DriftMonitor(PROFILE, window_rows=None)
+    one_call.record(rows)
+    row_by_row = DriftMonitor(PROFILE, window_rows=None)
+    for start in range(0, len(rows), 50):  # 500 values each: the held path
+        row_by_row.record(rows[start : start + 50])
+    assert one_call.state() == row_by_row.state()
+    assert one_call.report().total_rows == 2000
+
+
 def test_bad_inputs_are_refused():
     monitor = DriftMonitor(PROFILE, window_rows=100)
     with pytest.raises(InvalidArgumentError, match=r"shape \(4, 3\).*10 features"):

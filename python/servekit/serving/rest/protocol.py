@@ -24,6 +24,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 #: Seconds a client has to send a request's body once its headers arrived, by default.
 DEFAULT_BODY_TIMEOUT_S = 60.0
+#: A timer firing this close before its deadline counts as on time (loops' timers are not
+#: exact; re-arming for a sliver would spin).
+_EARLY_S = 0.001
 
 
 class _DeadlineProtocol(HttpToolsProtocol):
@@ -35,18 +38,35 @@ class _DeadlineProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._deadline: asyncio.TimerHandle | None = None
+        #: Loop time at which the connection closes (None: no deadline running).
+        self._deadline: float | None = None
+        #: The one timer of the connection; it may fire before the deadline (it then re-arms
+        #: itself for the rest) or after the deadline was lifted (it then stops).
+        self._timer: asyncio.TimerHandle | None = None
 
+    # Arming and lifting a deadline only set a number: the timer is created again only when
+    # it fires (about once per header_timeout per connection) or must fire sooner. A timer
+    # per request cost about 50 us of CPU per request at 64 connections (docs/hot-path.md).
     def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(seconds, self._expire)
+        deadline = self.loop.time() + seconds
+        self._deadline = deadline
+        if self._timer is not None and self._timer.when() > deadline:
+            self._timer.cancel()
+            self._timer = None
+        if self._timer is None:
+            self._timer = self.loop.call_at(deadline, self._expire)
 
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._deadline = None
 
     def _expire(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None:
+            return
+        if deadline - self.loop.time() > _EARLY_S:  # moved later since the timer was set
+            self._timer = self.loop.call_at(deadline, self._expire)
+            return
         self._deadline = None
         if not self.transport.is_closing():
             self.transport.close()
@@ -57,6 +77,9 @@ class _DeadlineProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
