@@ -145,10 +145,13 @@ def test_live_figures_move_after_traffic(server, driver, tmp_path):
         return int(texts(d, '[data-field="requests"]')[0].replace(",", ""))
 
     before = requests(driver)
+    figure = driver.find_element(By.CSS_SELECTOR, '[data-field="requests"]')
     x, _ = digits()
     send(server, x[:160])
     # The page refreshes itself: wait for it to show the new requests.
     wait_for(driver, lambda d: requests(d) >= before + 20)
+    # ... in place: the element found before the refreshes is still the one on the page.
+    assert int(figure.text.replace(",", "")) >= before + 20
     send(server, x[160:320])
     wait_for(driver, lambda d: requests(d) >= before + 40)
     assert texts(driver, '[data-field="p50_ms"]') != ["-"]

@@ -326,6 +326,47 @@ function current() {
   return PAGES[name] ? name : "models";
 }
 
+// Bring `into`'s attributes and children to those of `from` in place: nodes that did not change
+// stay as they are, so a refresh lays out and paints only what changed, and an open select or
+// a focused field survives the Drift and Live pages' refreshes.
+function patch(into, from) {
+  for (const { name } of Array.from(into.attributes)) {
+    if (!from.hasAttribute(name)) { into.removeAttribute(name); }
+  }
+  for (const { name, value } of Array.from(from.attributes)) {
+    if (into.getAttribute(name) !== value) { into.setAttribute(name, value); }
+  }
+  patchChildren(into, from);
+}
+
+function patchChildren(into, from) {
+  const old = Array.from(into.childNodes);
+  const fresh = Array.from(from.childNodes);  // appending a node moves it out of `from`
+  fresh.forEach((node, i) => {
+    const here = old[i];
+    if (!here) {
+      into.appendChild(node);
+    } else if (here.nodeType !== node.nodeType || here.nodeName !== node.nodeName) {
+      into.replaceChild(node, here);
+    } else if (node.nodeType === Node.ELEMENT_NODE) {
+      patch(here, node);
+    } else if (here.nodeValue !== node.nodeValue) {
+      here.nodeValue = node.nodeValue;
+    }
+  });
+  for (let i = old.length - 1; i >= fresh.length; i -= 1) { old[i].remove(); }
+}
+
+function render(name, html) {
+  if (page.dataset.page !== name) {  // another page: draw it afresh
+    page.innerHTML = html;
+    return;
+  }
+  const next = document.createElement("div");
+  next.innerHTML = html;
+  patchChildren(page, next);
+}
+
 let rendering = false;
 async function show() {
   if (rendering) { return; }
@@ -336,7 +377,7 @@ async function show() {
   try {
     const html = await PAGES[name]();
     if (name === current()) {
-      page.innerHTML = html;
+      render(name, html);
       page.dataset.page = name;
       page.dataset.loaded = String(Date.now());
       (BINDERS[name] || (() => {}))();
