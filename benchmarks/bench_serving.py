@@ -164,8 +164,9 @@ def build_repo(root: Path) -> dict[str, Path]:
     }
 
 
-def request_bodies(x: np.ndarray, tmp: Path, name: str) -> dict[str, tuple[Path, dict]]:
-    """One-row v2 request bodies: binary (Triton extension) and JSON."""
+def body_bytes(x: np.ndarray) -> dict[str, tuple[bytes, int | None]]:
+    """One v2 request for ``x`` as bytes: binary (Triton extension, with its JSON header's
+    length) and JSON (no header length)."""
     head = json.dumps(
         {
             "inputs": [
@@ -179,9 +180,7 @@ def request_bodies(x: np.ndarray, tmp: Path, name: str) -> dict[str, tuple[Path,
             "parameters": {"binary_data_output": True},
         }
     ).encode()
-    binary = tmp / f"{name}.bin"
-    binary.write_bytes(head + x.tobytes())
-    body = {
+    doc = {
         "inputs": [
             {
                 "name": "input",
@@ -191,13 +190,22 @@ def request_bodies(x: np.ndarray, tmp: Path, name: str) -> dict[str, tuple[Path,
             }
         ]
     }
+    return {"binary": (head + x.tobytes(), len(head)), "json": (json.dumps(doc).encode(), None)}
+
+
+def request_bodies(x: np.ndarray, tmp: Path, name: str) -> dict[str, tuple[Path, dict]]:
+    """One-row v2 request bodies as files for wrk, with their headers: binary (Triton
+    extension) and JSON."""
+    (binary_body, head_length), (json_body, _) = body_bytes(x).values()
+    binary = tmp / f"{name}.bin"
+    binary.write_bytes(binary_body)
     as_json = tmp / f"{name}.json"
-    as_json.write_text(json.dumps(body))
+    as_json.write_bytes(json_body)
     return {
         "binary": (
             binary,
             {
-                "Inference-Header-Content-Length": str(len(head)),
+                "Inference-Header-Content-Length": str(head_length),
                 "Content-Type": "application/octet-stream",
             },
         ),

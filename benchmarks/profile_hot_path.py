@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -31,6 +30,7 @@ import numpy as np
 import uvloop
 
 from _results import write_results
+from bench_serving import body_bytes
 from servekit.serving.codecs import encode_response
 from servekit.serving.dataplane import DataPlane
 from servekit.serving.model import ServedModel
@@ -39,34 +39,6 @@ from servekit.serving.telemetry import ServingTelemetry, TelemetryOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "hot_path.json"
-
-
-def bodies(x: np.ndarray) -> dict[str, tuple[bytes, int | None]]:
-    """The binary and JSON request bodies of bench_serving.py with their header lengths."""
-    head = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "input",
-                    "datatype": "FP32",
-                    "shape": list(x.shape),
-                    "parameters": {"binary_data_size": x.nbytes},
-                }
-            ],
-            "parameters": {"binary_data_output": True},
-        }
-    ).encode()
-    doc = {
-        "inputs": [
-            {
-                "name": "input",
-                "datatype": "FP32",
-                "shape": list(x.shape),
-                "data": x.ravel().tolist(),
-            }
-        ]
-    }
-    return {"binary": (head + x.tobytes(), len(head)), "json": (json.dumps(doc).encode(), None)}
 
 
 def per_call_us(fn: Callable[[], object], n: int) -> float:
@@ -100,7 +72,7 @@ async def measure(n: int, concurrency: int) -> dict[str, dict[str, float]]:
     model = repo.get("digits")
     x = np.random.default_rng(1).random((1, 64), dtype=np.float32)
     table: dict[str, dict[str, float]] = {}
-    for encoding, (body, header) in bodies(x).items():
+    for encoding, (body, header) in body_bytes(x).items():
         for stage, us in (await stage_costs(plane, model, body, header, n)).items():
             table.setdefault(stage, {})[encoding] = us
         stage = f"data plane CPU, {concurrency} concurrent requests, telemetry on"
@@ -111,7 +83,7 @@ async def measure(n: int, concurrency: int) -> dict[str, dict[str, float]]:
     telemetry.close()
     bare = DataPlane(ModelRepository(ROOT / "model_repo", RunnerOptions(threads=1)))
     await bare.load_all(["digits"])
-    for encoding, (body, header) in bodies(x).items():
+    for encoding, (body, header) in body_bytes(x).items():
         stage = f"data plane CPU, {concurrency} concurrent requests, telemetry off"
         table.setdefault(stage, {})[encoding] = await concurrent_cpu_us(
             bare, body, header, concurrency, n
