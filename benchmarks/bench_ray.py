@@ -39,12 +39,12 @@ from pathlib import Path
 
 import numpy as np
 
+from _proc import command_lines, cpu_s
 from _results import write_results
 from bench_serving import build_repo, free_port, request_bodies, start, stop, wait_ready, wrk
 from servekit.serving.ray.ingress import DEFAULT_INGRESS, INGRESSES, ingress_environment
 
 OUT = Path(__file__).resolve().parent / "results" / "ray.json"
-TICK = 100.0  # clock ticks per second of /proc/PID/stat (Linux default)
 
 
 class Noop:
@@ -74,29 +74,15 @@ def ray_pids() -> dict[str, int]:
     """Ray's proxy (HAProxy or the proxy actor) and servekit replica processes, by their
     process titles."""
     found: dict[str, int] = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-        except OSError:
-            continue
+    for pid, argv in command_lines():
+        title = argv[0].decode(errors="replace")
         # With HAProxy, Ray's proxy actor still runs but carries no requests.
         haproxy = Path(title).name == "haproxy"
         if haproxy or (title.startswith("ray::ProxyActor") and "proxy" not in found):
-            found["proxy"] = int(proc.name)
+            found["proxy"] = pid
         elif title.startswith("ray::ServeReplica:servekit:ServekitReplica"):
-            found[f"replica{sum(k.startswith('replica') for k in found) + 1}"] = int(proc.name)
+            found[f"replica{sum(k.startswith('replica') for k in found) + 1}"] = pid
     return found
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far (0 when it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def measure(port, path, body, headers, conns, duration, tmp, pids, runs) -> dict:

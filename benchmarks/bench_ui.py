@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _proc import cpu_s_of
 from _results import write_results
 from bench_serving import free_port, request_bodies, stop, wait_ready, wrk
 
@@ -121,26 +122,6 @@ def poll(base: str, stop_event: threading.Event) -> None:
             resp.read()
 
 
-TICK = 100.0  # clock ticks per second of /proc/PID/stat (Linux default)
-
-
-def cpu_seconds(match) -> float:
-    """User + system CPU seconds so far of the processes whose command line ``match`` accepts
-    (``match(argv)``); a process that ends between two readings is not counted."""
-    total = 0.0
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if match(argv):
-            total += (int(fields[11]) + int(fields[12])) / TICK
-    return total
-
-
 def is_browser(argv: list[bytes]) -> bool:
     # Chromium's child processes rewrite their command line into one space-separated string.
     program = argv[0].split(b" ")[0].decode(errors="replace")
@@ -208,11 +189,11 @@ def main() -> None:
                         poller = threading.Thread(target=poll, args=(base, stop_event))
                         poller.start()
                     time.sleep(1.0)  # the page (or poller) is in its refresh cycle
-                    before = (cpu_seconds(is_browser), cpu_seconds(is_server), time.monotonic())
+                    before = (cpu_s_of(is_browser), cpu_s_of(is_server), time.monotonic())
                     r = wrk(port, "digits", body, headers, CONCURRENCY, duration, tmp)
                     wall = time.monotonic() - before[2]
-                    r["browser_cpu"] = (cpu_seconds(is_browser) - before[0]) / wall
-                    r["server_cpu"] = (cpu_seconds(is_server) - before[1]) / wall
+                    r["browser_cpu"] = (cpu_s_of(is_browser) - before[0]) / wall
+                    r["server_cpu"] = (cpu_s_of(is_server) - before[1]) / wall
                     stop_event.set()
                     if poller is not None:
                         poller.join(timeout=15)
