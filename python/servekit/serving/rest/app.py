@@ -189,6 +189,19 @@ async def _receive_body(receive: Receive, declared: bytes | None, limit: int) ->
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer every ServekitError and unexpected exception of ``app``'s routes with the KServe
+    ``{"error": ...}`` body (a generic 500 with a request id for the unexpected)."""
+
+    @app.exception_handler(ServekitError)
+    async def on_servekit_error(_request: Request, exc: ServekitError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(Exception)
+    async def on_error(_request: Request, exc: Exception) -> Response:
+        return error_response(exc)
+
+
 def create_app(
     plane: DataPlane,
     *,
@@ -199,14 +212,7 @@ def create_app(
     FastAPI application with every other route, the dashboard (reading ``registry`` too when
     given) among them."""
     app = FastAPI(title="servekit", docs_url=None, redoc_url=None, openapi_url=None)
-
-    @app.exception_handler(ServekitError)
-    async def on_servekit_error(_request: Request, exc: ServekitError) -> Response:
-        return error_response(exc)
-
-    @app.exception_handler(Exception)
-    async def on_error(_request: Request, exc: Exception) -> Response:
-        return error_response(exc)
+    install_error_handlers(app)
 
     # Routing errors (unknown route 404, wrong method 405) and FastAPI's parameter validation
     # keep the KServe error body instead of FastAPI's {"detail": ...}, as Triton answers.

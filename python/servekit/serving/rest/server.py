@@ -105,10 +105,24 @@ def bind(host: str, port: int) -> socket.socket:
 SWITCH_INTERVAL_S = 0.0005
 
 
-class _Server(uvicorn.Server):
-    """uvicorn, except that a handled SIGTERM/SIGINT marks the data plane not ready at once and
-    ends ``serve`` normally: uvicorn would re-raise the signal after shutdown, and the process
-    would not exit with status 0."""
+class ExitZeroServer(uvicorn.Server):
+    """uvicorn, except that a handled SIGTERM/SIGINT ends the server normally: uvicorn would
+    re-raise the signal after shutdown, and the process would not exit with status 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+class _Server(ExitZeroServer):
+    """An :class:`ExitZeroServer` whose SIGTERM/SIGINT also marks the data plane not ready at
+    once (and stops the gRPC front end through ``on_exit``)."""
 
     def __init__(
         self, config: uvicorn.Config, plane: DataPlane, on_exit: Callable[[], None] | None = None
@@ -122,16 +136,6 @@ class _Server(uvicorn.Server):
         if self._on_exit is not None:
             self._on_exit()
         super().handle_exit(sig, frame)
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        handled = (signal.SIGINT, signal.SIGTERM)
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
 
 async def serve(
