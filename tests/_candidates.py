@@ -3,7 +3,6 @@ a registry holding them, and a small v2 client that keeps the raw response bytes
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -146,18 +145,6 @@ def infer_body(rows: np.ndarray, request_id: str | None = None, **parameters: An
     if parameters:
         body["parameters"] = parameters
     return body
-
-
-def wait_for(condition: Any, timeout: float = 30.0, what: str = "condition") -> Any:
-    """Poll ``condition()`` until it returns a truthy value (returned) or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def candidates(client: httpx.Client, model: str = "digits") -> list[dict]:

@@ -13,8 +13,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -240,3 +242,21 @@ def write_slow_model(root: Path, name: str, iterations: int, extra: str = "") ->
     """A repository entry ``name`` running :func:`slow_model` (max_batch_size 8)."""
     _save(slow_model(iterations), root / name / "1" / "model.onnx")
     (root / name / "config.pbtxt").write_text(ADD_CONFIG.format(name=name, extra=extra))
+
+
+def wait_for(
+    condition: Callable[[], Any],
+    timeout: float = 30.0,
+    what: str = "condition",
+    interval: float = 0.05,
+) -> Any:
+    """Poll ``condition()`` every ``interval`` seconds until it returns a truthy value (which
+    is returned); AssertionError naming ``what`` once ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)

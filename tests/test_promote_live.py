@@ -9,8 +9,8 @@ import sys
 import httpx
 import pytest
 
-from _candidates import X, build_registry, candidates, infer_body, wait_for
-from _serving import start_server
+from _candidates import X, build_registry, candidates, infer_body
+from _serving import start_server, wait_for
 from servekit.bench.gates import GateSyntaxError, Operand, evaluate, parse_gate
 
 

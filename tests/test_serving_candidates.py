@@ -15,8 +15,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from _candidates import KINDS, X, build_registry, candidates, infer_body, wait_for
-from _serving import EXAMPLE_REPO, ServerProcess, start_server
+from _candidates import KINDS, X, build_registry, candidates, infer_body
+from _serving import EXAMPLE_REPO, ServerProcess, start_server, wait_for
 from servekit.registry import Registry
 from servekit.serving.candidates import CANARY, SHADOW, STICKY_HEADER, unit_interval
 from servekit.serving.comparison import REL_FLOOR

@@ -8,8 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from _serving import (
     add_model,
     build_repository,
     start_server,
+    wait_for,
     write_slow_model,
 )
 
@@ -37,14 +36,6 @@ def add_one(client: httpclient.InferenceServerClient, model: str) -> float:
     inp = httpclient.InferInput("x", [1, 4], "FP32")
     inp.set_data_from_numpy(np.zeros((1, 4), dtype=np.float32))
     return float(client.infer(model, [inp]).as_numpy("y")[0, 0])
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met within the deadline")
-        time.sleep(0.05)
 
 
 def run_serve(*args: str) -> subprocess.CompletedProcess[str]:
@@ -182,18 +173,18 @@ def test_poll_mode_follows_the_repository(tmp_path: Path):
             assert "not allowed if polling is enabled" in info.value.message()
 
             write_add(repo, "added", 1, 7.0)  # a new model
-            wait_for(lambda: _ready(client, "added"))
+            wait_for(lambda: _ready(client, "added"), timeout=60)
             assert add_one(client, "added") == 7.0
 
             write_add(repo, "adder", 2, 2.0)  # a new version of a served model
-            wait_for(lambda: _ready(client, "adder", "2"))
+            wait_for(lambda: _ready(client, "adder", "2"), timeout=60)
             assert add_one(client, "adder") == 2.0
 
             # A changed model reloads without failing the request running on it.
             results: list[int] = []
             slow = threading.Thread(target=lambda: results.append(_post_slow(server)))
             slow.start()
-            wait_for(lambda: _inflight(server) >= 1)
+            wait_for(lambda: _inflight(server) >= 1, timeout=60)
             config = repo / "slow" / "config.pbtxt"
             config.write_text(config.read_text() + "\n# touched\n")
             os.utime(config, None)
@@ -201,7 +192,7 @@ def test_poll_mode_follows_the_repository(tmp_path: Path):
             assert results == [200]
 
             (repo / "added").rename(tmp_path / "gone")  # a removed model
-            wait_for(lambda: not _ready(client, "added"))
+            wait_for(lambda: not _ready(client, "added"), timeout=60)
             with pytest.raises(InferenceServerException):
                 add_one(client, "added")
             assert add_one(client, "adder") == 2.0
@@ -221,10 +212,10 @@ def test_poll_mode_keeps_serving_when_a_change_does_not_load(tmp_path: Path):
         with client_of(server) as client:
             (repo / "adder" / "2").mkdir()
             (repo / "adder" / "2" / "model.onnx").write_bytes(b"not a model")
-            wait_for(lambda: "did not reload" in log)
+            wait_for(lambda: "did not reload" in log, timeout=60)
             assert add_one(client, "adder") == 1.0
             (repo / "adder" / "config.pbtxt").write_text("max_batch_sise: 3")
-            wait_for(lambda: "changed but does not load" in log)
+            wait_for(lambda: "changed but does not load" in log, timeout=60)
             assert add_one(client, "adder") == 1.0
     finally:
         assert server.stop() == 0

@@ -8,7 +8,6 @@ import queue
 import subprocess
 import sys
 import threading
-import time
 from functools import partial
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from _serving import EXAMPLE_REPO, ServerProcess, start_server, write_slow_model
+from _serving import EXAMPLE_REPO, ServerProcess, start_server, wait_for, write_slow_model
 
 SLOW_ITERATIONS = 1_000_000
 
@@ -44,15 +43,6 @@ def _metric(server: ServerProcess, prefix: str) -> int:
         if line.startswith(prefix):
             return int(float(line.split()[-1]))
     return 0
-
-
-def _wait_for(condition, timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def _repo(tmp_path: Path) -> Path:
@@ -187,7 +177,7 @@ def test_inflight_limit_refuses_grpc_calls_at_once(tmp_path: Path):
     )
     try:
         worker.start()
-        assert _wait_for(lambda: _metric(server, "servekit_inflight_requests ") == 1)
+        wait_for(lambda: _metric(server, "servekit_inflight_requests ") == 1)
         with grpcclient.InferenceServerClient(server.grpc_url) as c:
             with pytest.raises(InferenceServerException) as info:
                 c.infer("digits", [_digits_input()])
@@ -271,7 +261,7 @@ def test_sigterm_drains_unary_calls_and_streams(tmp_path: Path):
         stream.start_stream(callback=partial(_put, sink))
         stream.async_stream_infer("slow", [_x_input()], request_id="in-stream")
         pending = 'nv_inference_pending_request_count{model="slow",version="1"}'
-        assert _wait_for(lambda: _metric(server, pending) == 3)
+        wait_for(lambda: _metric(server, pending) == 3)
         assert server.stop(timeout=150) == 0
         for t in threads:
             t.join(timeout=60)

@@ -9,7 +9,6 @@ import os
 import shutil
 import socket
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 import tritonclient.http as httpclient
 from sklearn.datasets import load_digits
 
-from _serving import EXAMPLE_REPO, add_model, start_server
+from _serving import EXAMPLE_REPO, add_model, start_server, wait_for
 from servekit.registry import Registry
 from servekit.telemetry import DriftMonitor, ReferenceProfile
 
@@ -42,18 +41,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.25):
-    """Poll ``condition`` until it returns a truthy value (returned) or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        threading.Event().wait(interval)
 
 
 def get(url: str) -> tuple[int, object]:

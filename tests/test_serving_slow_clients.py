@@ -12,12 +12,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from _serving import EXAMPLE_REPO, ServerProcess, start_server
+from _serving import EXAMPLE_REPO, ServerProcess, start_server, wait_for
 
 DIGITS_BODY = json.dumps(
     {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": [0.0] * 64}]}
@@ -48,14 +47,6 @@ def closed_by_server(sock: socket.socket) -> bool:
         return False
     except ConnectionResetError:
         return True
-
-
-def wait_for(condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met within the deadline")
-        time.sleep(0.05)
 
 
 def metric(server: ServerProcess, name: str) -> float:
