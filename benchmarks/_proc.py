@@ -30,3 +30,10 @@ def cpu_s(pid: int) -> float:
 def cpu_s_of(match: Callable[[list[bytes]], bool]) -> float:
     """CPU seconds so far of the processes whose argv ``match`` accepts, added up."""
     return sum(cpu_s(pid) for pid, argv in command_lines() if match(argv))
+
+
+def busy_cores() -> float:
+    """CPU seconds the whole machine has spent busy so far (all cores, every process): the
+    first line of /proc/stat, less its idle and iowait columns."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / TICK

@@ -15,8 +15,13 @@ Plain ``servekit serve`` (one process, no Ray) on the same repository is the oth
 round trip of digits (plain servekit, the Ray floor, servekit through Ray); at 16 connections,
 the heavy model's throughput with 1 and 2 replicas (and plain servekit). For every point, the
 CPU seconds used by the client (wrk), Ray's proxy and each replica (``/proc``), per second of
-measurement. Each point runs ``--runs`` times (default 3); the table shows medians with the
-spread (min-max).
+measurement, the cores the whole machine kept busy (``machine``: Ray's controller, GCS, raylet
+and agents included) and, for servekit's points, the mean batch size the replicas formed. Each
+point runs ``--runs`` times (default 3); the table shows medians with the spread (min-max).
+
+The scaling line also prints the CPU ceiling: two replicas cannot do more than all the cores'
+work at one replica's CPU cost per request, so ``cores / machine busy with one replica`` bounds
+what a second replica can add on this machine.
 
 Goals: servekit through Ray within 1 ms of the floor at c=1; 2 replicas >= 1.3x one replica
 (heavy, c=16).
@@ -29,17 +34,19 @@ Prints a table and writes benchmarks/results/ray.json.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 
-from _proc import command_lines, cpu_s
+from _proc import busy_cores, command_lines, cpu_s
 from _results import write_results
 from bench_serving import build_repo, free_port, request_bodies, start, stop, wait_ready, wrk
 from servekit.serving.ray.ingress import DEFAULT_INGRESS, INGRESSES, ingress_environment
@@ -85,10 +92,21 @@ def ray_pids() -> dict[str, int]:
     return found
 
 
+def executions(port: int, model: str) -> tuple[int, int]:
+    """Inferences and executions (batches) of ``model`` so far, summed over every replica's
+    statistics entry."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/models/{model}/stats") as reply:
+        entries = json.load(reply)["model_stats"]
+    return sum(e["inference_count"] for e in entries), sum(e["execution_count"] for e in entries)
+
+
 def measure(port, path, body, headers, conns, duration, tmp, pids, runs) -> dict:
-    """``runs`` wrk runs; medians and spreads of requests/s and p50, and CPU per process."""
+    """``runs`` wrk runs; medians and spreads of requests/s and p50, CPU per process and for
+    the whole machine (cores busy), and the mean batch size (servekit models only)."""
     results = []
     for _ in range(runs):
+        counts = executions(port, path) if path != "noop" else None
+        machine = busy_cores()
         before = {name: cpu_s(pid) for name, pid in pids.items()}
         child = resource.getrusage(resource.RUSAGE_CHILDREN)
         start_t = time.monotonic()
@@ -101,6 +119,10 @@ def measure(port, path, body, headers, conns, duration, tmp, pids, runs) -> dict
         cpu["client"] = (
             after_child.ru_utime + after_child.ru_stime - child.ru_utime - child.ru_stime
         ) / wall
+        cpu["machine"] = (busy_cores() - machine) / wall
+        if counts is not None:
+            inferences, batches = executions(port, path)
+            result["mean_batch"] = (inferences - counts[0]) / max(1, batches - counts[1])
         results.append({**result, "cpu": cpu})
     rps = [r["rps"] for r in results]
     p50 = [r["p50_us"] for r in results]
@@ -112,6 +134,11 @@ def measure(port, path, body, headers, conns, duration, tmp, pids, runs) -> dict
         # Mean round trip at one connection: 1 / requests per second.
         "round_trip_us": statistics.median(1e6 / r for r in rps),
         "cpu": {k: statistics.median(r["cpu"][k] for r in results) for k in results[0]["cpu"]},
+        "mean_batch": (
+            statistics.median(r["mean_batch"] for r in results)
+            if "mean_batch" in results[0]
+            else None
+        ),
         "runs": results,
     }
 
@@ -208,16 +235,24 @@ def main() -> None:
     )
     scaling = points["ray heavy 2 replicas c=16"]["rps"] / points["ray heavy 1 replica c=16"]["rps"]
     print(f"Ray proxy: {args.ray_proxy}")
-    print(f"{'point':28} {'req/s (spread)':>24} {'p50 us':>8}  cpu s/s per process")
+    # Two replicas do at most all the machine's cores of work at one replica's CPU cost per
+    # request (never less: each forms smaller batches from the same connections).
+    one = points["ray heavy 1 replica c=16"]["cpu"]["machine"]
+    cores = os.cpu_count() or 1
+    print(f"{'point':28} {'req/s (spread)':>24} {'p50 us':>8} {'batch':>6}  cpu s/s per process")
     for name, p in points.items():
         spread = f"{p['rps_spread'][0]:.0f}-{p['rps_spread'][1]:.0f}"
+        batch = "-" if p["mean_batch"] is None else f"{p['mean_batch']:.1f}"
         cpu = ", ".join(f"{k} {v:.2f}" for k, v in p["cpu"].items())
-        print(f"{name:28} {p['rps']:>10.0f} ({spread:>11}) {p['p50_us']:>8.0f}  {cpu}")
+        print(f"{name:28} {p['rps']:>10.0f} ({spread:>11}) {p['p50_us']:>8.0f} {batch:>6}  {cpu}")
     print(
         f"c=1 round trip: servekit via Ray - floor = {overhead_floor / 1000:.2f} ms (goal <= 1 ms);"
         f" servekit via Ray - plain servekit = {overhead_plain / 1000:.2f} ms"
     )
-    print(f"heavy c=16: 2 replicas / 1 replica = {scaling:.2f}x (goal >= 1.3x)")
+    print(
+        f"heavy c=16: 2 replicas / 1 replica = {scaling:.2f}x (goal >= 1.3x); CPU ceiling on this"
+        f" machine: {cores} cores / {one:.2f} busy with one replica = {cores / one:.2f}x"
+    )
     write_results(
         OUT,
         {
@@ -228,6 +263,7 @@ def main() -> None:
             "overhead_vs_floor_ms": overhead_floor / 1000,
             "overhead_vs_plain_ms": overhead_plain / 1000,
             "two_replica_scaling": scaling,
+            "two_replica_cpu_ceiling": cores / one,
         },
     )
     print(f"wrote {OUT}")
