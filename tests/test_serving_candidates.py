@@ -204,7 +204,7 @@ def idle_threads(pid: int) -> list[str]:
 
 
 def test_only_the_shadows_execution_threads_run_on_idle_cpu_time(registry):
-    for args, expected in ((["--shadow", "digits@weak"], 1), (["--canary", "digits@weak=0.5"], 0)):
+    for args, expected in ((["--shadow", "digits@weak"], 2), (["--canary", "digits@weak=0.5"], 0)):
         server = serve(registry, *args)
         try:
             with client_of(server) as client:
@@ -218,7 +218,8 @@ def test_only_the_shadows_execution_threads_run_on_idle_cpu_time(registry):
                 idle = idle_threads(server.proc.pid)
         finally:
             assert server.stop() == 0
-        # One instance of the shadow; production's instance and the event loop keep theirs.
+        # The shadow's worker and its one instance; production's instance and the event loop
+        # keep theirs.
         assert len(idle) == expected, (args, idle)
 
 

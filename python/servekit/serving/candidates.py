@@ -1,13 +1,19 @@
 """Candidates: registry versions measured on live traffic next to production.
 
 A **shadow** (``--shadow NAME@ALIAS[=FRACTION]``) receives a sampled copy of each request
-production answered, off the response path: the copy starts as its own task after production's
-outputs exist, so the client's answer, status and latency are production's alone, and the
-shadow's failures are caught and counted. At most ``queue_size`` copies per shadow are
-outstanding (waiting or running); a sampled copy beyond that is dropped and counted, so a hung
-or slow candidate costs bounded memory and never back-pressures production. Sampling: by a
-stable hash of the request ``id`` when the client sends one (:func:`unit_interval`, so the
-sampled requests can be recomputed offline), else at random.
+production answered, off the response path and off the event loop: once production's outputs
+exist, the event loop only puts the copy on the shadow's queue. The shadow's own worker thread
+(on Linux's idle CPU time, like the shadow's execution threads) takes the copies that arrive
+within :data:`GATHER_S` of the first (as many rows as the candidate's max batch size allows),
+runs them on the candidate as one request, compares the answers row by row and records the
+figures, so the client's answer, status and latency are production's alone, and the shadow's
+failures are caught and counted. (A run of several copies that fails is retried copy by copy,
+so each copy's error is its own. The candidate's statistics and telemetry count each run as
+one request; its drift window gets every row.) At most ``queue_size``
+copies per shadow are outstanding (waiting or running); a sampled copy beyond that is dropped
+and counted, so a hung or slow candidate costs bounded memory and never back-pressures
+production. Sampling: by a stable hash of the request ``id`` when the client sends one
+(:func:`unit_interval`, so the sampled requests can be recomputed offline), else at random.
 
 A **canary** (``--canary NAME@ALIAS=FRACTION``) answers that share of the requests that name
 no version (the response's ``model_version`` says which version answered); with a sticky key
@@ -25,22 +31,24 @@ repository index show production only. Figures: :mod:`servekit.serving.compariso
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
+import queue
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
 from servekit.errors import InvalidArgumentError, NotFoundError, ServekitError
+from servekit.serving.codecs import InferRequest
 from servekit.serving.comparison import Comparison
+from servekit.serving.model import run_on_idle_cpu
 
 if TYPE_CHECKING:
-    from servekit.serving.codecs import InferRequest
     from servekit.serving.model import ServedModel
     from servekit.serving.telemetry import ServingTelemetry
 
@@ -52,6 +60,17 @@ ROLES = (SHADOW, CANARY)
 STICKY_PARAMETER = "canary_key"
 STICKY_HEADER = "servekit-canary-key"
 DEFAULT_QUEUE_SIZE = 64
+#: How long a shadow's worker lets copies gather after the first one before it runs them
+#: together (at most; down to MIN_GATHER_S while each gathering fills the candidate's max
+#: batch size): one candidate run and one comparison per gathering instead of per copy. What
+#: a shadow costs production's event loop is per wake-up of the worker and per call, hardly
+#: per row.
+GATHER_S = 0.05
+MIN_GATHER_S = 0.001
+#: How long closing a candidate waits for its model's running batches, and then a shadow's
+#: worker for its model call (a hung candidate's worker is left behind, a daemon thread).
+CLOSE_WAIT_S = 5.0
+WORKER_WAIT_S = 1.0
 _now = time.perf_counter_ns
 
 
@@ -123,26 +142,95 @@ def check_fraction(fraction: object, where: str) -> float:
     return float(fraction)
 
 
+class _Copy(NamedTuple):
+    """A sampled request on its way to a shadow, with what production answered."""
+
+    request: InferRequest
+    production: dict[str, np.ndarray]
+    production_ns: int
+    figures: Comparison  # the figures of the pair it was sampled for
+
+    def rows(self) -> int:
+        return next(iter(self.request.inputs.values())).shape[0]
+
+    def fits_with(self, other: _Copy) -> bool:
+        """Whether both can run as one request: same figures, inputs and outputs but rows."""
+        mine, theirs = self.request, other.request
+        return (
+            self.figures is other.figures
+            and (mine.priority, mine.timeout_us) == (theirs.priority, theirs.timeout_us)
+            and mine.datatypes == theirs.datatypes
+            and mine.inputs.keys() == theirs.inputs.keys()
+            and all(
+                a.shape[1:] == theirs.inputs[n].shape[1:] and a.dtype == theirs.inputs[n].dtype
+                for n, a in mine.inputs.items()
+            )
+            and self.production.keys() == other.production.keys()
+            and all(
+                a.shape[1:] == other.production[n].shape[1:] for n, a in self.production.items()
+            )
+        )
+
+
+def _runs(copies: list[_Copy], max_rows: int) -> list[list[_Copy]]:
+    """``copies`` in order, cut into runs of copies that fit together within ``max_rows``."""
+    runs: list[list[_Copy]] = []
+    rows = 0
+    for copy in copies:
+        n = copy.rows()
+        if runs and rows + n <= max_rows and runs[-1][0].fits_with(copy):
+            runs[-1].append(copy)
+            rows += n
+        else:
+            runs.append([copy])
+            rows = n
+    return runs
+
+
+def _joined(arrays: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {n: np.concatenate([a[n] for a in arrays]) for n in arrays[0]}
+
+
 class Candidate:
-    """One candidate version of a model, its role and its live figures."""
+    """One candidate version of a model, its role and its live figures.
+
+    A shadow owns a worker thread and its queue (see the module docstring). Invariant:
+    ``outstanding`` (copies queued or running) is ``submitted - finished``; the event loop
+    alone writes ``submitted``, the worker alone ``finished``.
+    """
 
     def __init__(self, spec: CandidateSpec, model: ServedModel, queue_size: int) -> None:
         self.spec = spec
         self.model = model
-        if spec.role == SHADOW:  # a copy must never take CPU time production wants
-            model.run_in_background()
         self.queue_size = queue_size
         self.figures = Comparison()
         #: The production version the figures compare with (None until a request came).
         self.production_version: int | None = None
-        self.outstanding = 0
         #: Whether this candidate's telemetry is exposed (its (model, version) key is taken).
         self.exposed = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.submitted = 0
+        self.finished = 0
+        self._closing = False
+        self._gather_s = GATHER_S
+        self._copies: queue.SimpleQueue[_Copy | None] = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
+        if spec.role == SHADOW:  # a copy must never take CPU time production wants
+            model.run_in_background()
+            self._worker = threading.Thread(
+                target=self._work,
+                name=f"servekit-shadow-{model.name}-{model.version}",
+                daemon=True,  # a hung candidate's call must not hold up the server's exit
+            )
+            self._worker.start()
 
     @property
     def version(self) -> int:
         return self.model.version
+
+    @property
+    def outstanding(self) -> int:
+        """Copies queued or running on this shadow."""
+        return self.submitted - self.finished
 
     def facing(self, production: int) -> None:
         """Note the production version of the next figures; a new one starts fresh figures
@@ -155,45 +243,112 @@ class Candidate:
     def shadow(
         self, request: InferRequest, production: dict[str, np.ndarray], production_ns: int
     ) -> None:
-        """Start a copy of ``request`` on this candidate (or drop it when the queue is full)."""
+        """Queue a copy of ``request`` for this shadow (or drop it when the queue is full)."""
         figures = self.figures
         figures.sampled += 1
         if self.outstanding >= self.queue_size:
             figures.dropped_one()
             return
-        self.outstanding += 1
-        task = asyncio.get_running_loop().create_task(
-            self._run_shadow(request, production, production_ns)
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.submitted += 1
+        self._copies.put(_Copy(request, production, production_ns, figures))
 
-    async def _run_shadow(
-        self, request: InferRequest, production: dict[str, np.ndarray], production_ns: int
-    ) -> None:
+    def _work(self) -> None:
+        # The shadow's worker thread: gatherings of copies, in the order they were sampled.
+        run_on_idle_cpu(f"shadow {self.spec.ref}")
+        running = True
+        while running:
+            copies, running = self._gather()
+            try:
+                if copies and not self._closing:
+                    self._run_copies(copies)
+            finally:
+                self.finished += len(copies)
+
+    def _gather(self) -> tuple[list[_Copy], bool]:
+        # The next copy and those queued while the worker sleeps after it, up to the
+        # candidate's max batch size in rows (one at a time for a model without batching);
+        # False once closed. The worker sleeps while copies gather instead of waiting on the
+        # queue: a put then wakes nobody, so the event loop does not hand the interpreter over
+        # per copy.
+        first = self._copies.get()
+        if first is None:
+            return [], False
+        copies, rows, limit = [first], first.rows(), self.model.max_batch_size
+        if rows >= limit:
+            return copies, True
+        time.sleep(self._gather_s)
+        while rows < limit:
+            try:
+                copy = self._copies.get_nowait()
+            except queue.Empty:
+                break
+            if copy is None:
+                return copies, False
+            copies.append(copy)
+            rows += copy.rows()
+        # A full gathering sleeps half as long next time, one that was not twice (at most
+        # GATHER_S): about one max batch size per gathering under heavy traffic.
+        full = rows >= limit
+        self._gather_s = (
+            max(self._gather_s / 2, MIN_GATHER_S) if full else min(self._gather_s * 2, GATHER_S)
+        )
+        return copies, True
+
+    def _run_copies(self, copies: list[_Copy]) -> None:
+        if self.model.max_batch_size <= 0:
+            for copy in copies:
+                self._run([copy])
+            return
+        for run in _runs(copies, self.model.max_batch_size):
+            if not self._run(run) and len(run) > 1:
+                for copy in run:  # each copy's failure is its own
+                    self._run([copy])
+
+    def _run(self, copies: list[_Copy]) -> bool:
+        # Run ``copies`` as one request and record the comparison, or (a single copy) the
+        # failure. False when a run of several copies failed (nothing recorded).
+        first = copies[0]
+        request = first.request
+        if len(copies) > 1:
+            request = InferRequest(
+                _joined([c.request.inputs for c in copies]),
+                dict(request.datatypes),
+                priority=request.priority,
+                timeout_us=request.timeout_us,
+            )
         start = _now()
         try:
-            outputs = await self.model.infer(request)
-        except ServekitError as exc:
-            self.figures.failed(type(exc).__name__)
-            return
+            outputs = self.model.infer_blocking(request)
         except Exception as exc:  # a candidate's failure of any kind is its own, counted
-            self.figures.failed(type(exc).__name__)
-            log.warning("shadow %s failed: %s: %s", self.spec.ref, type(exc).__name__, exc)
-            return
-        finally:
-            self.outstanding -= 1
-        self.figures.compared(outputs, production, _now() - start, production_ns)
+            if len(copies) > 1:
+                return False
+            first.figures.failed(type(exc).__name__)
+            if not isinstance(exc, ServekitError):
+                log.warning("shadow %s failed: %s: %s", self.spec.ref, type(exc).__name__, exc)
+            return True
+        production = first.production
+        if len(copies) > 1:
+            production = _joined([c.production for c in copies])
+        first.figures.compared_batch(
+            outputs, production, _now() - start, [c.production_ns for c in copies]
+        )
+        return True
 
     async def close(self) -> None:
-        """Stop the candidate: its queued copies fail, running ones are terminated (a hung
-        candidate must not hold up a removal or the server's shutdown)."""
-        await self.model.close(timeout_s=5.0, abort=True)
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        """Stop the candidate: queued copies are skipped, its model's queued requests fail and
+        running ones are terminated; waits a bounded time (:data:`CLOSE_WAIT_S`,
+        :data:`WORKER_WAIT_S`): a hung candidate must not hold up a removal or the server's
+        shutdown."""
+        self._closing = True
+        self._copies.put(None)
+        await self.model.close(timeout_s=CLOSE_WAIT_S, abort=True)
+        if self._worker is not None:
+            await asyncio.to_thread(self._worker.join, WORKER_WAIT_S)
+            if self._worker.is_alive():
+                log.warning(
+                    "shadow %s: its worker is still in a model call; left to finish alone",
+                    self.spec.ref,
+                )
 
     def report(self) -> dict[str, Any]:
         """The read-out of this candidate: reference, version, role, fraction, queue state,

@@ -15,12 +15,14 @@ has no classifier output).
 
 Counts (requests, rows, agreed rows, errors, drops) are exact since :attr:`since`; quantiles
 (errors and latencies) are exact (numpy's linear interpolation) over the last ``window`` rows
-or requests, so an offline computation over the same requests gives the same figures. All
-methods run on the event loop: no locks.
+or requests, so an offline computation over the same requests gives the same figures. A
+shadow's worker thread records while the event loop reads (the read-out, the metrics): one
+lock keeps every recording and :meth:`Comparison.to_dict` whole.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -153,19 +155,23 @@ class Comparison:
         self.outputs: dict[str, _OutputFigures] = {}
         self.candidate_latency = Window(window)
         self.production_latency = Window(window)
+        self._lock = threading.Lock()
 
     def dropped_one(self) -> None:
         """Count a sampled request dropped because the shadow queue was full."""
-        self.dropped += 1
+        with self._lock:
+            self.dropped += 1
 
     def failed(self, kind: str) -> None:
         """Count a failed candidate request (``kind``: the error's class name)."""
-        self.errors[kind] = self.errors.get(kind, 0) + 1
+        with self._lock:
+            self.errors[kind] = self.errors.get(kind, 0) + 1
 
     def served(self, candidate_ns: int) -> None:
         """Record one request a canary answered, with its latency."""
-        self.requests += 1
-        self.candidate_latency.add(candidate_ns)
+        with self._lock:
+            self.requests += 1
+            self.candidate_latency.add(candidate_ns)
 
     def compared(
         self,
@@ -177,11 +183,33 @@ class Comparison:
         """Record one request answered by both: agreement and errors per common output, and
         both latencies. Outputs missing from either side or of different shapes count as a
         ``mismatch`` error instead."""
+        self.compared_batch(candidate, production, candidate_ns, [production_ns])
+
+    def compared_batch(
+        self,
+        candidate: dict[str, np.ndarray],
+        production: dict[str, np.ndarray],
+        candidate_ns: int,
+        production_ns: list[int],
+    ) -> None:
+        """:meth:`compared` for ``len(production_ns)`` requests at once, their rows in order in
+        the arrays (one candidate run answered them all in ``candidate_ns``): the same figures
+        as comparing them one by one."""
+        requests = len(production_ns)
+        with self._lock:
+            if self._compare(candidate, production):
+                self.requests += requests
+                self.candidate_latency.extend(np.full(requests, candidate_ns, np.float64))
+                self.production_latency.extend(np.asarray(production_ns, np.float64))
+            else:
+                self.mismatches += requests
+                self.errors["OutputMismatch"] = self.errors.get("OutputMismatch", 0) + requests
+
+    def _compare(self, candidate: dict[str, np.ndarray], production: dict[str, np.ndarray]) -> bool:
+        # The rows' agreement and errors; False (nothing recorded) when the outputs mismatch.
         names = [n for n in production if n in candidate]
         if not names or any(candidate[n].shape != production[n].shape for n in names):
-            self.mismatches += 1
-            self.failed("OutputMismatch")
-            return
+            return False
         rows = production[names[0]].shape[0] if production[names[0]].ndim else 1
         all_agree: np.ndarray | None = None
         for name in names:
@@ -198,12 +226,10 @@ class Comparison:
                 abs_err, rel_err = row_errors(c, p)
                 figures.abs_error.extend(abs_err)
                 figures.rel_error.extend(rel_err)
-        self.requests += 1
         self.rows += rows
         if all_agree is not None:
             self.agreed_rows += int(all_agree.sum())
-        self.candidate_latency.add(candidate_ns)
-        self.production_latency.add(production_ns)
+        return True
 
     @property
     def agreement(self) -> float | None:
@@ -219,6 +245,10 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form of the figures (the read-out route's per-candidate body)."""
+        with self._lock:
+            return self._to_dict()
+
+    def _to_dict(self) -> dict[str, Any]:
         attempts = self.requests + self.error_count
         return {
             "since": self.since,

@@ -46,6 +46,15 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_QUEUE_SIZE = 1024
 
 
+def run_on_idle_cpu(what: str) -> None:
+    """Move the calling thread to Linux's SCHED_IDLE class: it runs only on CPU time no other
+    thread wants. Logs that ``what`` keeps its priority where the OS refuses."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: this thread
+    except (AttributeError, OSError) as exc:  # not Linux, or not permitted
+        log.warning("%s keeps its CPU priority: %s", what, exc)
+
+
 class _TimedRunner:
     """Wraps a runner to record each execution (batch size, compute time) in the stats.
 
@@ -63,18 +72,10 @@ class _TimedRunner:
         self.background = False
         self._idle = threading.local()
 
-    def _yield_cpu(self) -> None:
-        if getattr(self._idle, "done", False):
-            return
-        self._idle.done = True
-        try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: this thread
-        except (AttributeError, OSError) as exc:  # not Linux, or not permitted
-            log.warning("background model thread keeps its CPU priority: %s", exc)
-
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self.background:
-            self._yield_cpu()
+        if self.background and not getattr(self._idle, "done", False):
+            self._idle.done = True
+            run_on_idle_cpu("background model thread")
         rows = next(iter(inputs.values())).shape[0] if self._batched else 1
         start = _now()
         outputs = self._runner.run(inputs)
@@ -215,20 +216,9 @@ class ServedModel:
         before it started, InferenceError when the model fails.
         """
         start = _now()
-        stats = self.stats
-        stats.pending += 1
-        queue_ns = compute_ns = 0
+        self.stats.pending += 1
         try:
-            rows = self.validate(request)
-            if self._closed:
-                raise UnavailableError(f"model '{self.name}' version {self.version} is unloading")
-            lead = (rows,) if self.max_batch_size > 0 else ()
-            inputs = request.inputs
-            if self._in_reshape:
-                inputs = {
-                    n: a.reshape((*lead, *self._in_reshape[n])) if n in self._in_reshape else a
-                    for n, a in inputs.items()
-                }
+            rows, inputs = self._prepare(request)
             if self._batcher is not None:
                 outputs, timing = await self._batcher.infer(
                     inputs,
@@ -237,22 +227,75 @@ class ServedModel:
                     return_timing=True,
                 )
                 queue_ns, compute_ns = timing.queue_ns, timing.compute_ns
-                stats.record_queue(queue_ns)
+                self.stats.record_queue(queue_ns)
             else:
                 assert self._executor is not None
                 loop = asyncio.get_running_loop()
                 outputs, queue_ns, compute_ns = await loop.run_in_executor(
                     self._executor, self._run, inputs, start, request.timeout_us
                 )
-            for n, dims in self._out_reshape.items():
-                outputs[n] = outputs[n].reshape((*lead, *dims))
         except ServekitError as exc:
-            stats.record_failure(_now() - start, _failure_reason(exc))
+            self.stats.record_failure(_now() - start, _failure_reason(exc))
             raise
         finally:
-            stats.pending -= 1
+            self.stats.pending -= 1
+        return self._finish(request, rows, outputs, start, queue_ns, compute_ns)
+
+    def infer_blocking(self, request: InferRequest) -> dict[str, np.ndarray]:
+        """:meth:`infer` for a thread without an event loop (a shadow's worker), with the same
+        checks, statistics and telemetry: through the batcher (waiting with the interpreter
+        released), or on the calling thread for a model without dynamic batching. Raises what
+        :meth:`infer` raises."""
+        start = _now()
+        self.stats.pending += 1
+        try:
+            rows, inputs = self._prepare(request)
+            if self._batcher is not None:
+                outputs, timing = self._batcher.infer_sync(
+                    inputs,
+                    priority=request.priority or self._default_priority,
+                    timeout_us=request.timeout_us,
+                    return_timing=True,
+                )
+                queue_ns, compute_ns = timing.queue_ns, timing.compute_ns
+                self.stats.record_queue(queue_ns)
+            else:
+                outputs, queue_ns, compute_ns = self._run(inputs, start, request.timeout_us)
+        except ServekitError as exc:
+            self.stats.record_failure(_now() - start, _failure_reason(exc))
+            raise
+        finally:
+            self.stats.pending -= 1
+        return self._finish(request, rows, outputs, start, queue_ns, compute_ns)
+
+    def _prepare(self, request: InferRequest) -> tuple[int, dict[str, np.ndarray]]:
+        # The request's rows and its inputs as the model takes them (config reshapes applied).
+        rows = self.validate(request)
+        if self._closed:
+            raise UnavailableError(f"model '{self.name}' version {self.version} is unloading")
+        if not self._in_reshape:
+            return rows, request.inputs
+        lead = (rows,) if self.max_batch_size > 0 else ()
+        return rows, {
+            n: a.reshape((*lead, *self._in_reshape[n])) if n in self._in_reshape else a
+            for n, a in request.inputs.items()
+        }
+
+    def _finish(
+        self,
+        request: InferRequest,
+        rows: int,
+        outputs: dict[str, np.ndarray],
+        start: int,
+        queue_ns: int,
+        compute_ns: int,
+    ) -> dict[str, np.ndarray]:
+        # Outputs back to their config dims; the success counted and observed.
+        lead = (rows,) if self.max_batch_size > 0 else ()
+        for n, dims in self._out_reshape.items():
+            outputs[n] = outputs[n].reshape((*lead, *dims))
         total_ns = _now() - start
-        stats.record_success(total_ns, rows)
+        self.stats.record_success(total_ns, rows)
         probe = self.telemetry
         if probe is not None:
             probe.observe(request.inputs, outputs, total_ns, queue_ns, compute_ns)
