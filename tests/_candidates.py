@@ -92,6 +92,28 @@ def _failing_prefix() -> onnx.ModelProto:
     )
 
 
+def _picky_prefix() -> onnx.ModelProto:
+    """``pre = input + 0 * sum(gathered)``, gathering column ``input[:, 0]`` of each row: the
+    same values, and a run-time failure for a row whose first value is not a column index
+    (digits rows start with 0; a row starting with 99 fails, alone or in any batch)."""
+    return _prefix(
+        [
+            helper.make_node("Slice", ["input", "start", "stop", "axis"], ["first"]),
+            helper.make_node("Cast", ["first"], ["index"], to=TensorProto.INT64),
+            helper.make_node("Gather", ["input", "index"], ["gathered"], axis=1),
+            helper.make_node("ReduceSum", ["gathered"], ["total"], keepdims=0),
+            helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+            helper.make_node("Add", ["input", "nothing"], ["pre"]),
+        ],
+        [
+            helper.make_tensor("start", TensorProto.INT64, [1], [0]),
+            helper.make_tensor("stop", TensorProto.INT64, [1], [1]),
+            helper.make_tensor("axis", TensorProto.INT64, [1], [1]),
+            helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+        ],
+    )
+
+
 def prefixed_digits(prefix: onnx.ModelProto) -> onnx.ModelProto:
     """The digits model behind ``prefix`` (its ``pre`` output feeds the digits ``input``)."""
     digits = onnx.load(str(DIGITS))
@@ -105,13 +127,14 @@ def save(model: onnx.ModelProto, path: Path) -> Path:
 
 
 #: Candidate kinds -> their registry alias.
-KINDS = ("weak", "failing", "slow", "hanging")
+KINDS = ("weak", "failing", "slow", "hanging", "picky")
 
 
 def build_registry(root: Path) -> Registry:
     """Registry ``digits``: 1 production (the example digits model), 2 ``identical`` (the same
     model), 3 ``weak``, 4 ``failing`` (raises on every request), 5 ``slow`` (~10 ms a request,
-    same answers), 6 ``hanging`` (~3 s a request)."""
+    same answers), 6 ``hanging`` (~3 s a request), 7 ``picky`` (same answers, raises for a
+    request with a row whose first value is 99)."""
     reg = Registry(root / "reg")
     files = [
         DIGITS,
@@ -120,6 +143,7 @@ def build_registry(root: Path) -> Registry:
         save(prefixed_digits(_failing_prefix()), root / "failing.onnx"),
         save(prefixed_digits(_slow_prefix(2_000)), root / "slow.onnx"),
         save(prefixed_digits(_slow_prefix(600_000)), root / "hanging.onnx"),
+        save(prefixed_digits(_picky_prefix()), root / "picky.onnx"),
     ]
     for path in files:
         reg.register("digits", path, format="onnx")

@@ -187,6 +187,26 @@ def test_a_slow_shadow_is_compared_after_production_answered(registry):
     assert c["outputs"]["probabilities"]["abs_error"]["max"] == 0.0
 
 
+def test_copies_run_together_but_each_one_fails_or_compares_on_its_own(registry):
+    # The picky candidate fails on a request with a row starting with 99: gathered with good
+    # copies into one run, it fails the run, and each copy is then run alone.
+    bad = X[:1].copy()
+    bad[0, 0] = 99.0
+    server = serve(registry, "--shadow", "digits@picky")
+    try:
+        with client_of(server) as client:
+            for i in range(10):
+                for rows in (X[i * 2 : i * 2 + 2], bad):
+                    r = client.post("/v2/models/digits/infer", json=infer_body(rows))
+                    assert r.status_code == 200 and r.json()["model_version"] == "1"
+            c = settled(client, 20)
+    finally:
+        assert server.stop() == 0
+    assert (c["requests"], c["rows"], c["errors"]) == (10, 20, 10)
+    assert c["errors_by_kind"] == {"InferenceError": 10}
+    assert c["agreement"] == 1.0
+
+
 SCHED_IDLE = 5  # the policy number in /proc/PID/task/TID/stat (field 41)
 
 
