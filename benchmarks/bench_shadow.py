@@ -9,7 +9,9 @@ order from round to round, so the modes compare within one process (servers star
 differed by up to 50% in throughput on the same machine). The goal figures are the medians
 over the rounds of each round's ratio to no shadow on that round's server. Goals: production
 p50 at c=1 within 10% of no shadow; throughput at c=64 with a 0.1 shadow within 10%. After each
-mode the shadow's read-out gives how many copies were compared and dropped.
+mode the shadow's read-out gives how many copies were compared and dropped. The server's CPU
+time per production request (``/proc``, shadow work included) is the steadier figure on a
+shared machine: one point's throughput moved by up to 20% between runs of the same mode.
 
     python benchmarks/bench_shadow.py [--quick] [--duration S] [--rounds N]
 
@@ -32,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _proc import cpu_s
 from _results import write_results
 from bench_serving import free_port, request_bodies, stop, wait_ready, wrk
 
@@ -125,7 +128,9 @@ def main() -> None:
                     current = MODES[mode]
                     wrk(port, "digits", body, headers, 64, 1, tmp)  # warm-up
                     for conns in CONCURRENCY:
+                        before = cpu_s(proc.pid)
                         r = wrk(port, "digits", body, headers, conns, duration, tmp)
+                        r["cpu_us"] = (cpu_s(proc.pid) - before) / max(1, r["requests"]) * 1e6
                         runs.append({"mode": mode, "conns": conns, "round": round_, **r})
                         print(
                             f"round {round_} {mode:10} c={conns:<2}: {r['rps']:8.0f} req/s  "
@@ -149,15 +154,15 @@ def main() -> None:
 
     table: dict[str, dict] = {}
     print()
-    print("| mode | c | median req/s (min-max) | p50 ms | p99 ms |")
-    print("|---|---:|---:|---:|---:|")
+    print("| mode | c | median req/s (min-max) | p50 ms | p99 ms | server CPU us/request |")
+    print("|---|---:|---:|---:|---:|---:|")
     for mode in MODES:
         for conns in CONCURRENCY:
-            row = {k: med(mode, conns, k) for k in ("rps", "p50_us", "p99_us")}
+            row = {k: med(mode, conns, k) for k in ("rps", "p50_us", "p99_us", "cpu_us")}
             table[f"{mode} c={conns}"] = row
             print(
                 f"| {mode} | {conns} | {row['rps']:.0f} ({spread(mode, conns, 'rps')}) | "
-                f"{row['p50_us'] / 1e3:.2f} | {row['p99_us'] / 1e3:.2f} |"
+                f"{row['p50_us'] / 1e3:.2f} | {row['p99_us'] / 1e3:.2f} | {row['cpu_us']:.0f} |"
             )
 
     def paired(mode: str, conns: int, key: str) -> list[float]:
