@@ -9,9 +9,9 @@ order from round to round, so the modes compare within one process (servers star
 differed by up to 50% in throughput on the same machine). The goal figures are the medians
 over the rounds of each round's ratio to no shadow on that round's server. Goals: production
 p50 at c=1 within 10% of no shadow; throughput at c=64 with a 0.1 shadow within 10%. After each
-mode the shadow's read-out gives how many copies were compared and dropped. The server's CPU
-time per production request (``/proc``, shadow work included) is the steadier figure on a
-shared machine: one point's throughput moved by up to 20% between runs of the same mode.
+mode the shadow's read-out gives how many copies were compared and dropped. The table also
+gives the server's CPU time per production request (``/proc``, shadow work included); at c=64
+the event loop keeps about one core busy, so there it moves inversely with throughput.
 
     python benchmarks/bench_shadow.py [--quick] [--duration S] [--rounds N]
 
