@@ -120,6 +120,23 @@ def prefixed_digits(prefix: onnx.ModelProto) -> onnx.ModelProto:
     return compose.merge_models(prefix, digits, io_map=[("pre", "input")])
 
 
+def one_row_digits() -> onnx.ModelProto:
+    """The digits model with its first dimension fixed to 1: served without batching
+    (max_batch_size 0, every request exactly one row). Its label is [1, 1], the shape
+    production's answer has (its config reshapes the label to one value per row)."""
+    model = onnx.load(str(DIGITS))
+    for node in model.graph.node:
+        node.output[:] = ["label_row" if name == "label" else name for name in node.output]
+    axes = helper.make_tensor("label_axes", TensorProto.INT64, [1], [1])
+    model.graph.initializer.append(axes)
+    model.graph.node.append(helper.make_node("Unsqueeze", ["label_row", "label_axes"], ["label"]))
+    for value in [*model.graph.input, *model.graph.output]:
+        value.type.tensor_type.shape.dim[0].dim_value = 1
+    label = next(v for v in model.graph.output if v.name == "label")
+    label.type.tensor_type.shape.dim.add().dim_value = 1
+    return model
+
+
 def save(model: onnx.ModelProto, path: Path) -> Path:
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
@@ -127,14 +144,15 @@ def save(model: onnx.ModelProto, path: Path) -> Path:
 
 
 #: Candidate kinds -> their registry alias.
-KINDS = ("weak", "failing", "slow", "hanging", "picky")
+KINDS = ("weak", "failing", "slow", "hanging", "picky", "unbatched")
 
 
 def build_registry(root: Path) -> Registry:
     """Registry ``digits``: 1 production (the example digits model), 2 ``identical`` (the same
     model), 3 ``weak``, 4 ``failing`` (raises on every request), 5 ``slow`` (~10 ms a request,
     same answers), 6 ``hanging`` (~3 s a request), 7 ``picky`` (same answers, raises for a
-    request with a row whose first value is 99)."""
+    request with a row whose first value is 99), 8 ``unbatched`` (the same model, one row per
+    request, no batching)."""
     reg = Registry(root / "reg")
     files = [
         DIGITS,
@@ -144,6 +162,7 @@ def build_registry(root: Path) -> Registry:
         save(prefixed_digits(_slow_prefix(2_000)), root / "slow.onnx"),
         save(prefixed_digits(_slow_prefix(600_000)), root / "hanging.onnx"),
         save(prefixed_digits(_picky_prefix()), root / "picky.onnx"),
+        save(one_row_digits(), root / "unbatched.onnx"),
     ]
     for path in files:
         reg.register("digits", path, format="onnx")

@@ -207,6 +207,21 @@ def test_copies_run_together_but_each_one_fails_or_compares_on_its_own(registry)
     assert c["agreement"] == 1.0
 
 
+def test_a_shadow_without_batching_compares_every_copy_on_its_own(registry):
+    server = serve(registry, "--shadow", "digits@unbatched")
+    try:
+        with client_of(server) as client:
+            for i in range(12):
+                r = client.post("/v2/models/digits/infer", json=infer_body(X[i : i + 1]))
+                assert r.status_code == 200 and r.json()["model_version"] == "1"
+            c = settled(client, 12)
+    finally:
+        assert server.stop() == 0
+    assert (c["version"], c["requests"], c["rows"], c["errors"]) == ("8", 12, 12, 0), c
+    assert c["agreement"] == 1.0
+    assert c["outputs"]["probabilities"]["abs_error"]["max"] == 0.0
+
+
 SCHED_IDLE = 5  # the policy number in /proc/PID/task/TID/stat (field 41)
 
 

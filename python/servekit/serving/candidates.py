@@ -4,16 +4,16 @@ A **shadow** (``--shadow NAME@ALIAS[=FRACTION]``) receives a sampled copy of eac
 production answered, off the response path and off the event loop: once production's outputs
 exist, the event loop only puts the copy on the shadow's queue. The shadow's own worker thread
 (on Linux's idle CPU time, like the shadow's execution threads) takes the copies that arrive
-within :data:`GATHER_S` of the first (as many rows as the candidate's max batch size allows),
-runs them on the candidate as one request, compares the answers row by row and records the
-figures, so the client's answer, status and latency are production's alone, and the shadow's
-failures are caught and counted. (A run of several copies that fails is retried copy by copy,
-so each copy's error is its own. The candidate's statistics and telemetry count each run as
-one request; its drift window gets every row.) At most ``queue_size``
-copies per shadow are outstanding (waiting or running); a sampled copy beyond that is dropped
-and counted, so a hung or slow candidate costs bounded memory and never back-pressures
-production. Sampling: by a stable hash of the request ``id`` when the client sends one
-(:func:`unit_interval`, so the sampled requests can be recomputed offline), else at random.
+within up to :data:`GATHER_S` of the first (as many rows as the candidate's max batch size
+allows), runs them on the candidate as one request, compares the answers row by row and records
+the figures, so the client's answer, status and latency are production's alone, and the
+shadow's failures are caught and counted. (A run of several copies that fails is retried copy
+by copy, so each copy's error is its own. The candidate's statistics and telemetry count each
+run as one request; its drift window gets every row.) At most ``queue_size`` copies per shadow
+are outstanding (waiting or running); a sampled copy beyond that is dropped and counted, so a
+hung or slow candidate costs bounded memory and never back-pressures production. Sampling: by a
+stable hash of the request ``id`` when the client sends one (:func:`unit_interval`, so the
+sampled requests can be recomputed offline), else at random.
 
 A **canary** (``--canary NAME@ALIAS=FRACTION``) answers that share of the requests that name
 no version (the response's ``model_version`` says which version answered); with a sticky key
@@ -261,6 +261,8 @@ class Candidate:
             try:
                 if copies and not self._closing:
                     self._run_copies(copies)
+            except Exception:  # the worker outlives any copy (a candidate's error is counted)
+                log.exception("shadow %s: comparing %d copies failed", self.spec.ref, len(copies))
             finally:
                 self.finished += len(copies)
 
@@ -273,7 +275,10 @@ class Candidate:
         first = self._copies.get()
         if first is None:
             return [], False
-        copies, rows, limit = [first], first.rows(), self.model.max_batch_size
+        limit = self.model.max_batch_size
+        if limit <= 0:
+            return [first], True
+        copies, rows = [first], first.rows()
         if rows >= limit:
             return copies, True
         time.sleep(self._gather_s)
@@ -308,16 +313,16 @@ class Candidate:
         # Run ``copies`` as one request and record the comparison, or (a single copy) the
         # failure. False when a run of several copies failed (nothing recorded).
         first = copies[0]
-        request = first.request
-        if len(copies) > 1:
-            request = InferRequest(
-                _joined([c.request.inputs for c in copies]),
-                dict(request.datatypes),
-                priority=request.priority,
-                timeout_us=request.timeout_us,
-            )
         start = _now()
         try:
+            request = first.request
+            if len(copies) > 1:
+                request = InferRequest(
+                    _joined([c.request.inputs for c in copies]),
+                    dict(request.datatypes),
+                    priority=request.priority,
+                    timeout_us=request.timeout_us,
+                )
             outputs = self.model.infer_blocking(request)
         except Exception as exc:  # a candidate's failure of any kind is its own, counted
             if len(copies) > 1:
