@@ -718,11 +718,11 @@ def median_run(measured: list[dict]) -> dict:
     return point
 
 
-def spread(values: list[float]) -> str:
-    """``min-max`` of several runs ("1 run" for one)."""
+def spread(values: list[float], digits: int = 0) -> str:
+    """``min-max`` of several runs with ``digits`` decimals ("1 run" for one)."""
     if len(values) < 2:
         return "1 run"
-    return f"{min(values):.0f}-{max(values):.0f}"
+    return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
 
 
 def floor_ratio(rows: list[dict], row: dict) -> float:
@@ -750,8 +750,7 @@ def print_table(rows: list[dict], limits: dict[str, dict], skipped: dict[str, st
     for r in rows:
         encoding = r["encoding"] + (" (binary refused)" if "binary_refused" in r else "")
         ratio = floor_ratio(rows, r)
-        p50s = [p / 1e3 for p in r.get("p50_runs", [r["p50_us"]])]
-        p50_spread = f"{min(p50s):.2f}-{max(p50s):.2f}" if len(p50s) > 1 else "1 run"
+        p50_spread = spread([p / 1e3 for p in r.get("p50_runs", [r["p50_us"]])], 2)
         print(
             f"| {r['model']} | {r['server']} | {encoding} | {r['concurrency']} | "
             f"{r['rps']:.0f} ({spread(r.get('rps_runs', [r['rps']]))}) | "

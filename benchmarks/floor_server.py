@@ -1,6 +1,7 @@
 """The HTTP floor: the cheapest ASGI app uvicorn can serve in servekit's shape.
 
-uvicorn with httptools and uvloop (what ``servekit serve`` runs), a plain ASGI callable that
+uvicorn with httptools and uvloop (the fastest loop uvicorn offers; ``servekit serve`` runs
+asyncio's own, which measured no slower for it: docs/hot-path.md), a plain ASGI callable that
 reads the whole request body as servekit's infer handler does and answers a fixed KServe v2
 response (binary when the request carries ``Inference-Header-Content-Length``, else JSON) with
 the same headers. No model, no decoding: what is left is the HTTP stack's own cost per request,

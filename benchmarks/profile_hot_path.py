@@ -3,7 +3,8 @@
 The digits model from model_repo/ behind a real DataPlane (ONNX Runtime runner, Rust dynamic
 batcher, telemetry on, as ``servekit serve`` runs it); one-row binary and JSON requests as
 bench_serving.py sends them. Each stage is timed on its own in a loop (median of 5 rounds of
-``--iterations`` calls, microseconds per call, on uvloop unless ``--loop asyncio``): decode,
+``--iterations`` calls, microseconds per call, on asyncio's loop as ``servekit serve`` runs,
+or ``--loop uvloop``): decode,
 validation, the batcher round trip (enqueue, instance-thread wake-up, model run, delivery to
 the event loop), the model run alone, encode, telemetry, statistics, and the whole data-plane
 call; then the process CPU time per request while ``--concurrency`` tasks (default 64) send
@@ -147,7 +148,7 @@ async def stage_costs(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=2000)
-    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="uvloop")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
     factory = uvloop.new_event_loop if args.loop == "uvloop" else asyncio.new_event_loop

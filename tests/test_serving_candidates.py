@@ -154,35 +154,29 @@ def test_production_answers_and_statuses_do_not_change_with_a_shadow(registry, b
         assert c["errors"] == 0
 
 
-def test_a_failing_shadow_counts_every_error(registry):
-    server = serve(registry, "--shadow", "digits@failing")
+def shadowed(registry: Registry, kind: str, batches: list[np.ndarray]) -> tuple[dict, str]:
+    """Serve production with ``digits@kind`` as its shadow, send each of ``batches`` (all
+    answered by production: 200, version 1); return the shadow's read-out once every copy
+    finished, and the metrics text."""
+    server = serve(registry, "--shadow", f"digits@{kind}")
     try:
         with client_of(server) as client:
-            for i in range(10):
-                assert (
-                    client.post(
-                        "/v2/models/digits/infer", json=infer_body(X[i : i + 1])
-                    ).status_code
-                    == 200
-                )
-            c = settled(client, 10)
-            text = client.get("/metrics").text
+            for rows in batches:
+                r = client.post("/v2/models/digits/infer", json=infer_body(rows))
+                assert r.status_code == 200 and r.json()["model_version"] == "1"
+            return settled(client, len(batches)), client.get("/metrics").text
     finally:
         assert server.stop() == 0
+
+
+def test_a_failing_shadow_counts_every_error(registry):
+    c, text = shadowed(registry, "failing", [X[i : i + 1] for i in range(10)])
     assert (c["errors"], c["requests"], c["error_rate"]) == (10, 0, 1.0)
     assert 'servekit_candidate_errors{model="digits",version="4",role="shadow"} 10' in text
 
 
 def test_a_slow_shadow_is_compared_after_production_answered(registry):
-    server = serve(registry, "--shadow", "digits@slow")
-    try:
-        with client_of(server) as client:
-            for i in range(12):
-                r = client.post("/v2/models/digits/infer", json=infer_body(X[i : i + 1]))
-                assert r.status_code == 200 and r.json()["model_version"] == "1"
-            c = settled(client, 12)
-    finally:
-        assert server.stop() == 0
+    c, _ = shadowed(registry, "slow", [X[i : i + 1] for i in range(12)])
     assert (c["requests"], c["errors"], c["agreement"]) == (12, 0, 1.0)
     assert c["outputs"]["probabilities"]["abs_error"]["max"] == 0.0
 
@@ -192,31 +186,14 @@ def test_copies_run_together_but_each_one_fails_or_compares_on_its_own(registry)
     # copies into one run, it fails the run, and each copy is then run alone.
     bad = X[:1].copy()
     bad[0, 0] = 99.0
-    server = serve(registry, "--shadow", "digits@picky")
-    try:
-        with client_of(server) as client:
-            for i in range(10):
-                for rows in (X[i * 2 : i * 2 + 2], bad):
-                    r = client.post("/v2/models/digits/infer", json=infer_body(rows))
-                    assert r.status_code == 200 and r.json()["model_version"] == "1"
-            c = settled(client, 20)
-    finally:
-        assert server.stop() == 0
+    c, _ = shadowed(registry, "picky", [b for i in range(10) for b in (X[i * 2 : i * 2 + 2], bad)])
     assert (c["requests"], c["rows"], c["errors"]) == (10, 20, 10)
     assert c["errors_by_kind"] == {"InferenceError": 10}
     assert c["agreement"] == 1.0
 
 
 def test_a_shadow_without_batching_compares_every_copy_on_its_own(registry):
-    server = serve(registry, "--shadow", "digits@unbatched")
-    try:
-        with client_of(server) as client:
-            for i in range(12):
-                r = client.post("/v2/models/digits/infer", json=infer_body(X[i : i + 1]))
-                assert r.status_code == 200 and r.json()["model_version"] == "1"
-            c = settled(client, 12)
-    finally:
-        assert server.stop() == 0
+    c, _ = shadowed(registry, "unbatched", [X[i : i + 1] for i in range(12)])
     assert (c["version"], c["requests"], c["rows"], c["errors"]) == ("8", 12, 12, 0), c
     assert c["agreement"] == 1.0
     assert c["outputs"]["probabilities"]["abs_error"]["max"] == 0.0

