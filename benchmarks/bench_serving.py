@@ -19,6 +19,9 @@ Every run also serves the HTTP floor (benchmarks/floor_server.py: uvicorn + http
 the same ASGI shape as servekit's infer handler, a fixed response, no model) with the same
 requests, and reports each servekit row as a ratio of the floor's row at the same encoding and
 concurrency: the floor is the ceiling any server on this HTTP stack reaches on the machine.
+It also serves the floor plus one Rust batcher round trip to the real digits runner
+(benchmarks/ceiling_server.py): the most any design that keeps uvicorn in front and the model
+runner in Python (issue 14's) reaches, reported against the floor beside servekit.
 With ``--runs N`` each point is measured N times in a row and reported as the median with its
 spread (min-max).
 A tritonclient correctness check against in-process ONNX Runtime runs first for every server
@@ -61,6 +64,8 @@ PEER_START_TIMEOUT_S = 120
 PYTRITON, MLSERVER = "PyTriton (Triton)", "MLServer"
 FLOOR = "floor (bare uvicorn)"
 FLOOR_SERVER = ROOT / "benchmarks" / "floor_server.py"
+CEILING = "ceiling (floor + batcher)"
+CEILING_SERVER = ROOT / "benchmarks" / "ceiling_server.py"
 # MLServer's adaptive batcher is off unless max_batch_time > 0; 100 us is the nearest to the
 # zero queue delay servekit and Triton use here. parallel_workers 0 keeps inference in the
 # server process (a worker process only adds IPC on this 2-core machine); debug off drops
@@ -548,9 +553,18 @@ def main() -> None:
             port, grpc_port = free_port(), free_port()
             servers = []
             if model == "digits":
-                servers.append(
-                    {"name": FLOOR, "command": [sys.executable, str(FLOOR_SERVER), str(port)]}
-                )
+                servers += [
+                    {"name": FLOOR, "command": [sys.executable, str(FLOOR_SERVER), str(port)]},
+                    {
+                        "name": CEILING,
+                        "command": [
+                            sys.executable,
+                            str(CEILING_SERVER),
+                            str(port),
+                            str(model_file),
+                        ],
+                    },
+                ]
             servers += [
                 {
                     "name": "servekit",
@@ -649,7 +663,7 @@ def run_server(
         if name == "servekit":
             grpc = ("grpc",) if shutil.which("h2load") else ()
             encodings = ("binary", "json", *grpc)
-        elif name == FLOOR:
+        elif name in (FLOOR, CEILING):
             encodings = ("binary", "json")
         elif not peer or binary_failure:
             encodings = ("json",)
@@ -800,6 +814,13 @@ def print_table(rows: list[dict], limits: dict[str, dict], skipped: dict[str, st
     print(f"  digits c=64: {tiny / floor_tiny:.0%} of the floor's requests/s (goal >= 70%)")
     extra = p50("digits", "servekit", "binary") - p50("digits", FLOOR, "binary")
     print(f"  digits c=1 p50: floor + {extra:.0f} us (goal <= floor + 60 us)")
+    ceiling = rps("digits", CEILING, "binary", 64)
+    ceiling_extra = p50("digits", CEILING, "binary") - p50("digits", FLOOR, "binary")
+    print(
+        f"  the ceiling of that design (floor + one batcher round trip): c=64 "
+        f"{ceiling / floor_tiny:.0%} of the floor, c=1 p50 floor + {ceiling_extra:.0f} us; "
+        f"servekit reaches {tiny / ceiling:.0%} of it at c=64"
+    )
     heavy = rps("heavy", "servekit", "binary", 64)
     print(
         f"  heavy c=64: {heavy / limits['heavy']['rows_per_s']:.0%} of in-process limit "
