@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import uvicorn
 
-from floor_server import BINARY, BINARY_HEADERS, JSON, JSON_HEADERS
+from floor_server import BINARY, BINARY_HEADERS, JSON, JSON_HEADERS, serve
 from servekit.batching import DynamicBatcher
 from servekit.serving.codecs import InferResponse, decode_request, encode_response
 from servekit.serving.runners import OnnxRunner
@@ -95,13 +94,4 @@ async def _through_codec(
 _ROW = np.zeros((1, 64), np.float32)
 
 if __name__ == "__main__":
-    uvicorn.run(
-        app,
-        host="127.0.0.1",
-        port=int(sys.argv[1]),
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        loop=LOOP,
-        http="httptools",
-    )
+    serve(app, int(sys.argv[1]), LOOP)

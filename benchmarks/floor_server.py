@@ -71,14 +71,20 @@ async def app(scope: dict, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-if __name__ == "__main__":
+def serve(asgi: Any, port: int, loop: str = "uvloop") -> None:
+    """Serve ``asgi`` on 127.0.0.1:``port`` as the floor runs: httptools, ``loop``, no access
+    log, no lifespan."""
     uvicorn.run(
-        app,
+        asgi,
         host="127.0.0.1",
-        port=int(sys.argv[1]),
+        port=port,
         log_level="warning",
         access_log=False,
         lifespan="off",
-        loop="uvloop",
+        loop=loop,
         http="httptools",
     )
+
+
+if __name__ == "__main__":
+    serve(app, int(sys.argv[1]))
