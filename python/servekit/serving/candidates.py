@@ -194,9 +194,11 @@ def _joined(arrays: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 class Candidate:
     """One candidate version of a model, its role and its live figures.
 
-    A shadow owns a worker thread and its queue (see the module docstring). Invariant:
+    A shadow owns a worker thread and its queue (see the module docstring). Invariants:
     ``outstanding`` (copies queued or running) is ``submitted - finished``; the event loop
-    alone writes ``submitted``, the worker alone ``finished``.
+    alone writes ``submitted``, the worker alone ``finished``; the worker records a copy's
+    outcome and counts it finished in one step under ``_settling``, under which the read-out
+    reads both, so no read-out counts a copy as both outstanding and compared or failed.
     """
 
     def __init__(self, spec: CandidateSpec, model: ServedModel, queue_size: int) -> None:
@@ -210,6 +212,7 @@ class Candidate:
         self.exposed = False
         self.submitted = 0
         self.finished = 0
+        self._settling = threading.Lock()
         self._closing = False
         self._gather_s = GATHER_S
         self._copies: queue.SimpleQueue[_Copy | None] = queue.SimpleQueue()
@@ -258,13 +261,15 @@ class Candidate:
         running = True
         while running:
             copies, running = self._gather()
+            done = self.finished + len(copies)
             try:
                 if copies and not self._closing:
                     self._run_copies(copies)
             except Exception:  # the worker outlives any copy (a candidate's error is counted)
                 log.exception("shadow %s: comparing %d copies failed", self.spec.ref, len(copies))
-            finally:
-                self.finished += len(copies)
+            finally:  # copies skipped at closing, or lost to an unexpected error, end too
+                with self._settling:
+                    self.finished = done
 
     def _gather(self) -> tuple[list[_Copy], bool]:
         # The next copy and those queued while the worker sleeps after it, up to the
@@ -327,16 +332,20 @@ class Candidate:
         except Exception as exc:  # a candidate's failure of any kind is its own, counted
             if len(copies) > 1:
                 return False
-            first.figures.failed(type(exc).__name__)
+            with self._settling:
+                first.figures.failed(type(exc).__name__)
+                self.finished += 1
             if not isinstance(exc, ServekitError):
                 log.warning("shadow %s failed: %s: %s", self.spec.ref, type(exc).__name__, exc)
             return True
         production = first.production
         if len(copies) > 1:
             production = _joined([c.production for c in copies])
-        first.figures.compared_batch(
-            outputs, production, _now() - start, [c.production_ns for c in copies]
-        )
+        with self._settling:
+            first.figures.compared_batch(
+                outputs, production, _now() - start, [c.production_ns for c in copies]
+            )
+            self.finished += len(copies)
         return True
 
     async def close(self) -> None:
@@ -358,6 +367,8 @@ class Candidate:
     def report(self) -> dict[str, Any]:
         """The read-out of this candidate: reference, version, role, fraction, queue state,
         the live figures and the candidate's drift summary."""
+        with self._settling:
+            outstanding, figures = self.outstanding, self.figures.to_dict()
         return {
             "ref": self.spec.ref,
             "version": str(self.version),
@@ -367,8 +378,8 @@ class Candidate:
             if self.production_version is None
             else str(self.production_version),
             "queue_size": self.queue_size if self.spec.role == SHADOW else None,
-            "outstanding": self.outstanding,
-            **self.figures.to_dict(),
+            "outstanding": outstanding,
+            **figures,
             "drift": _drift_summary(self.model),
         }
 
