@@ -20,7 +20,7 @@ difference is what decoding and encoding cost under load, without the data plane
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +33,15 @@ from servekit.serving.runners import OnnxRunner
 
 DIGITS = Path(__file__).resolve().parents[1] / "model_repo" / "digits" / "1" / "model.onnx"
 ROW_BYTES = 64 * 4
-DEFAULTS = (str(DIGITS), "uvloop", "batcher")
-MODEL, LOOP, MODE = (*sys.argv[2:5], *DEFAULTS[len(sys.argv[2:5]) :])
-if LOOP not in ("uvloop", "asyncio") or MODE not in ("batcher", "inline", "codec"):
-    sys.exit(
-        f"ceiling_server: unknown loop {LOOP!r} or mode {MODE!r}; "
-        "usage: PORT [MODEL] [uvloop|asyncio] [batcher|inline|codec]"
-    )
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("port", type=int)
+parser.add_argument("model", nargs="?", type=Path, default=DIGITS)
+parser.add_argument("loop", nargs="?", choices=("uvloop", "asyncio"), default="uvloop")
+parser.add_argument("mode", nargs="?", choices=("batcher", "inline", "codec"), default="batcher")
+ARGS = parser.parse_args()
+MODE = ARGS.mode
 
-runner = OnnxRunner(Path(MODEL))
+runner = OnnxRunner(ARGS.model)
 batcher = DynamicBatcher(runner, max_batch_size=64)
 
 
@@ -94,4 +94,4 @@ async def _through_codec(
 _ROW = np.zeros((1, 64), np.float32)
 
 if __name__ == "__main__":
-    serve(app, int(sys.argv[1]), LOOP)
+    serve(app, ARGS.port, ARGS.loop)
